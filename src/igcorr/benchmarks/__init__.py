@@ -1,0 +1,1 @@
+"""Ground-truth benchmarks and demo data: the synthetic 1/f benchmark and the digits demo."""
