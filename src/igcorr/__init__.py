@@ -1,5 +1,7 @@
 """igcorr: dataset-wise attribution of deep networks (Integrated Gradient Correlation and its family)."""
 
+from igcorr import baselines
+from igcorr.dataset_methods import IGC
 from igcorr.errors import (
     ConstantTargetError,
     IgcorrError,
@@ -9,16 +11,23 @@ from igcorr.errors import (
     ResultFileError,
     ShapeError,
 )
+from igcorr.methods import IntegratedGradients
+from igcorr.result import Result, load
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "IGC",
     "ConstantTargetError",
     "IgcorrError",
     "InputError",
+    "IntegratedGradients",
     "ModelError",
     "NonFiniteError",
+    "Result",
     "ResultFileError",
     "ShapeError",
     "__version__",
+    "baselines",
+    "load",
 ]

@@ -1,0 +1,176 @@
+"""Baselines: the reference points that integrated-gradient paths start from.
+
+Every form resolves to a :class:`BaselineSpec`, which produces, for a batch of samples, a tensor of shape
+(n, M, *x_shape): M baselines per sample. Forms:
+
+* ``None`` or a float: one constant baseline (``None`` is zero);
+* :class:`Shared`: one or M explicit baselines used for every sample;
+* :class:`FromData`: M baselines drawn from the dataset, either one set shared by all samples
+  (``shared=True``: exact completeness, Σ map = r) or redrawn for every sample (the default: the paper's
+  setting, which averages out the bias a small shared set gives a nonlinear model).
+
+Draws are keyed by the run's seed and the sample's global index, so they do not depend on batch size,
+chunking, sharding or resumption.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from igcorr.data import DataSource, as_tensor, check_finite
+from igcorr.errors import InputError, ShapeError
+from igcorr.seeding import generator_for, keyed_integers
+
+
+class BaselineSpec:
+    """Base class: how to obtain M baselines for each sample."""
+
+    #: number of baselines per sample
+    count: int = 1
+    #: whether every sample uses the same baselines (then Σ IGC equals Pearson r exactly)
+    shared: bool = True
+
+    def prepare(self, x_shape: tuple[int, ...], source: DataSource | None, seed: int) -> None:
+        """Validate against the input shape and fix any random draws; called once before a run."""
+
+    def for_samples(self, indices: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        """Baselines for the samples ``x`` (global ``indices``), shape (n, M, *x_shape), x's dtype and device."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description for result metadata."""
+        raise NotImplementedError
+
+
+class Constant(BaselineSpec):
+    """One baseline with every component equal to ``value`` (zero by default)."""
+
+    def __init__(self, value: float = 0.0) -> None:
+        value = float(value)
+        if not np.isfinite(value):
+            raise InputError(f"a constant baseline must be finite, got {value}")
+        self.value = value
+
+    def for_samples(self, indices: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, self.value).unsqueeze(1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "constant", "value": self.value, "count": 1, "shared": True}
+
+
+class Shared(BaselineSpec):
+    """Explicit baselines shared by all samples: a tensor of shape x_shape (one) or (M, *x_shape) (M)."""
+
+    def __init__(self, baselines: Any) -> None:
+        self.tensor = as_tensor(baselines, "baselines")
+        if not self.tensor.is_floating_point():
+            self.tensor = self.tensor.to(torch.get_default_dtype())
+        check_finite(self.tensor.reshape(1, -1), "baselines")
+        self._stack: torch.Tensor | None = None
+
+    def prepare(self, x_shape: tuple[int, ...], source: DataSource | None, seed: int) -> None:
+        if tuple(self.tensor.shape) == x_shape:
+            self._stack = self.tensor.unsqueeze(0)
+        elif tuple(self.tensor.shape[1:]) == x_shape and len(self.tensor) >= 1:
+            self._stack = self.tensor
+        else:
+            raise ShapeError(
+                f"baselines of shape {tuple(self.tensor.shape)} do not fit inputs of shape {x_shape}: pass one "
+                f"baseline of shape {x_shape} or a stack of M baselines of shape (M, {', '.join(map(str, x_shape))})"
+            )
+        self.count = len(self._stack)
+
+    def for_samples(self, indices: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        if self._stack is None:
+            self.prepare(tuple(x.shape[1:]), None, 0)
+        stack = self._stack.to(device=x.device, dtype=x.dtype)
+        return stack.unsqueeze(0).expand(len(x), *stack.shape)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "explicit", "count": int(self.count), "shared": True}
+
+
+class FromData(BaselineSpec):
+    """M baselines drawn (with replacement) from the dataset's inputs.
+
+    Parameters
+    ----------
+    count : int
+        Baselines per sample (M).
+    shared : bool
+        False (default): a fresh draw for every sample, keyed by (seed, sample index). True: one set of M
+        distinct samples shared by all samples, which makes Σ IGC = Pearson r exact.
+    """
+
+    def __init__(self, count: int, shared: bool = False) -> None:
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise InputError(f"the number of dataset baselines must be a positive integer, got {count!r}")
+        self.count = int(count)
+        self.shared = bool(shared)
+        self._source: DataSource | None = None
+        self._n_samples = 0
+        self._seed = 0
+        self._shared_stack: torch.Tensor | None = None
+        self.shared_indices: np.ndarray | None = None
+
+    def prepare(self, x_shape: tuple[int, ...], source: DataSource | None, seed: int) -> None:
+        if source is None or not source.has_random_access:
+            raise InputError(
+                "baselines drawn from the data need random access to the samples; pass an (X, Y) pair or a "
+                "map-style Dataset, or pass explicit baselines"
+            )
+        self._source, self._n_samples, self._seed = source, len(source), int(seed)
+        if self._n_samples == 0:
+            raise InputError("the dataset is empty: there is nothing to draw baselines from")
+        if self.shared:
+            if self.count > self._n_samples:
+                raise InputError(
+                    f"{self.count} shared dataset baselines were requested but the dataset has only "
+                    f"{self._n_samples} samples; ask for at most {self._n_samples}"
+                )
+            order = torch.randperm(self._n_samples, generator=generator_for(self._seed, 0x5BA5E))
+            self.shared_indices = np.sort(order[: self.count].numpy())
+            self._shared_stack = source.inputs_at(self.shared_indices)
+
+    def for_samples(self, indices: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        if self._source is None:
+            raise InputError("FromData baselines must be prepared with the dataset before use")
+        if self._shared_stack is not None:
+            stack = self._shared_stack.to(device=x.device, dtype=x.dtype)
+            return stack.unsqueeze(0).expand(len(x), *stack.shape)
+        draws = keyed_integers(self._seed, self._n_samples, np.asarray(indices)[:, None], np.arange(self.count)[None])
+        drawn = self._source.inputs_at(draws.reshape(-1)).to(device=x.device, dtype=x.dtype)
+        return drawn.reshape(len(x), self.count, *x.shape[1:])
+
+    def describe(self) -> dict[str, Any]:
+        described: dict[str, Any] = {"kind": "dataset", "count": self.count, "shared": self.shared}
+        if self.shared_indices is not None:
+            described["indices"] = [int(i) for i in self.shared_indices]
+        return described
+
+
+def resolve(baselines: Any) -> BaselineSpec:
+    """Turn the ``baselines`` argument of a dataset-wise method into a :class:`BaselineSpec`.
+
+    ``None`` → zero; a float → :class:`Constant`; a tensor/array → :class:`Shared`; an int M →
+    ``FromData(M)`` (per-sample draws); a :class:`BaselineSpec` is returned as is.
+    """
+    if baselines is None:
+        return Constant(0.0)
+    if isinstance(baselines, BaselineSpec):
+        return baselines
+    if isinstance(baselines, bool):
+        raise InputError("baselines must be None, a float, a tensor, an int or a BaselineSpec, not a bool")
+    if isinstance(baselines, (int, np.integer)):
+        return FromData(int(baselines))
+    if isinstance(baselines, (float, np.floating)):
+        return Constant(float(baselines))
+    if isinstance(baselines, (torch.Tensor, np.ndarray)):
+        return Shared(baselines)
+    raise InputError(
+        "baselines must be None (zero), a float, a tensor of one or M baselines, an int M (draws from the "
+        f"data) or an igcorr.baselines spec; got {type(baselines).__name__}"
+    )

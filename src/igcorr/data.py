@@ -1,0 +1,187 @@
+"""Data adapters: every accepted form of dataset becomes a stream of (start index, x, y) batches.
+
+Accepted forms
+--------------
+* an ``(X, Y)`` pair of tensors or numpy arrays with the same first dimension;
+* a map-style ``torch.utils.data.Dataset`` whose items are ``(x, y)`` pairs;
+* a ``torch.utils.data.DataLoader`` (its own batching is kept; its order defines the sample indices);
+* an iterable-style dataset yielding ``(x, y)`` pairs.
+
+Samples are numbered 0, 1, ... in the order they are read. Random access (needed to draw baselines from the
+data) is available for pairs, map-style datasets and DataLoaders over a map-style dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data.dataloader import default_collate
+
+from igcorr.errors import InputError, NonFiniteError, ShapeError
+
+
+@dataclass
+class Batch:
+    """A batch read from a data source: samples ``start .. start + len(x) - 1``."""
+
+    start: int
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def as_tensor(value: Any, name: str) -> torch.Tensor:
+    """Convert an array-like to a tensor, with a clear error for anything else."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray) or np.isscalar(value) or isinstance(value, (list, tuple)):
+        try:
+            return torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{name} could not be converted to a tensor: {error}") from error
+    raise InputError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+
+
+def check_finite(tensor: torch.Tensor, name: str, start: int = 0) -> None:
+    """Raise NonFiniteError naming the first sample (global index) that holds NaN or Inf."""
+    if not tensor.is_floating_point() and not tensor.is_complex():
+        return
+    finite = torch.isfinite(tensor.reshape(len(tensor), -1)).all(dim=1) if tensor.ndim else torch.isfinite(tensor)
+    if not bool(finite.all()):
+        bad = int(torch.nonzero(~finite.reshape(-1))[0]) + start
+        raise NonFiniteError(
+            f"{name} of sample {bad} contains NaN or Inf; remove or impute that sample before attributing"
+        )
+
+
+class DataSource:
+    """Uniform, validated access to a dataset of (x, y) pairs.
+
+    Parameters
+    ----------
+    data : pair, Dataset, DataLoader or iterable dataset
+        See the module docstring.
+    batch_size : int, optional
+        Samples per batch for pairs and datasets (ignored for a DataLoader, whose batches are kept).
+    """
+
+    def __init__(self, data: Any, batch_size: int = 64) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
+        self._pair: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._dataset: Dataset | None = None
+        self._loader: DataLoader | None = None
+        self._iterable: Any = None
+        if isinstance(data, DataLoader):
+            self._loader = data
+            if not isinstance(data.dataset, IterableDataset):
+                self._dataset = data.dataset
+        elif isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data, Dataset):
+            x, y = as_tensor(data[0], "X"), as_tensor(data[1], "Y")
+            if x.ndim == 0 or y.ndim == 0:
+                raise ShapeError("X and Y must have a first dimension indexing the samples")
+            if len(x) != len(y):
+                raise ShapeError(
+                    f"X has {len(x)} samples but Y has {len(y)}; pass one target row per input sample"
+                )
+            self._pair = (x, y)
+        elif isinstance(data, IterableDataset):
+            self._iterable = data
+        elif isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+            self._dataset = data
+        else:
+            raise InputError(
+                "data must be an (X, Y) pair of tensors/arrays, a torch Dataset of (x, y) items, or a "
+                f"DataLoader; got {type(data).__name__}"
+            )
+
+    def __len__(self) -> int:
+        """Number of samples, if the source knows it (raises TypeError otherwise)."""
+        if self._pair is not None:
+            return len(self._pair[0])
+        if self._dataset is not None:
+            return len(self._dataset)
+        raise TypeError("this data source has no known length")
+
+    @property
+    def has_length(self) -> bool:
+        """Whether ``len(source)`` is known before reading the data."""
+        return self._pair is not None or self._dataset is not None
+
+    @property
+    def has_random_access(self) -> bool:
+        """Whether individual inputs can be fetched by index (needed for baselines drawn from the data)."""
+        return self._pair is not None or self._dataset is not None
+
+    def inputs_at(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Inputs of the samples at ``indices`` stacked as a tensor of shape (len(indices), *x_shape)."""
+        if self._pair is not None:
+            return self._pair[0][torch.as_tensor(np.asarray(indices, dtype=np.int64))]
+        if self._dataset is not None:
+            items = [_split_item(self._dataset[int(i)], int(i))[0] for i in np.asarray(indices).reshape(-1)]
+            return torch.stack([as_tensor(x, "x") for x in items])
+        raise InputError(
+            "baselines drawn from the data need random access to the samples; pass an (X, Y) pair or a "
+            "map-style Dataset instead of an iterable dataset, or pass explicit baselines"
+        )
+
+    def batches(self, start: int = 0) -> Iterator[Batch]:
+        """Yield validated batches in sample order, beginning with sample ``start``."""
+        position = 0
+        for x, y in self._raw_batches(start):
+            x, y = as_tensor(x, "x"), as_tensor(y, "y")
+            if len(x) != len(y):
+                raise ShapeError(f"a batch holds {len(x)} inputs but {len(y)} targets (from sample {start + position})")
+            check_finite(x, "input", start + position)
+            check_finite(y, "target", start + position)
+            yield Batch(start + position, x, y)
+            position += len(x)
+
+    def _raw_batches(self, start: int) -> Iterator[tuple[Any, Any]]:
+        if self._pair is not None:
+            x_all, y_all = self._pair
+            for begin in range(start, len(x_all), self.batch_size):
+                yield x_all[begin : begin + self.batch_size], y_all[begin : begin + self.batch_size]
+        elif self._loader is not None:
+            skipped = 0
+            for item in self._loader:
+                x, y = _split_item(item, skipped)
+                if skipped + len(x) <= start:
+                    skipped += len(x)
+                    continue
+                offset = max(0, start - skipped)
+                skipped += len(x)
+                yield x[offset:], y[offset:]
+        else:
+            source = self._dataset if self._dataset is not None else self._iterable
+            if self._dataset is not None:
+                items: Iterator[Any] = (self._dataset[i] for i in range(start, len(self._dataset)))
+            else:
+                items = (item for position, item in enumerate(source) if position >= start)
+            chunk: list[Any] = []
+            for item in items:
+                chunk.append(_split_item(item, start)[:2])
+                if len(chunk) == self.batch_size:
+                    yield _collate(chunk)
+                    chunk = []
+            if chunk:
+                yield _collate(chunk)
+
+
+def _split_item(item: Any, index: int) -> tuple[Any, Any]:
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise InputError(
+            f"each item (or batch) of the data must be an (x, y) pair; item {index} is a {type(item).__name__}"
+            + (f" of length {len(item)}" if isinstance(item, (tuple, list)) else "")
+        )
+    return item[0], item[1]
+
+
+def _collate(items: list[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*items)
+    return default_collate([as_tensor(x, "x") for x in xs]), default_collate([as_tensor(y, "y") for y in ys])

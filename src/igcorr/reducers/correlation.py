@@ -1,0 +1,115 @@
+"""The correlation reducer behind IGC, IGaC and BSC.
+
+For per-sample attributions A_{n,k,i} whose sum over i is f_k(x_n) − f̄_k(B_n), the map
+
+    M_{k,i} = Cov_n(A_{·,k,i}, t_{·,k}) / (σ_t σ_ŷ)
+
+sums to ρ(ŷ_k, t_k) − Cov_n(f̄_k(B_n), t_k)/(σ_t σ_ŷ). With t the targets this is IGC (or BSC for Baseline
+Shapley attributions); with t the model's own predictions it is IGaC, whose map sums to ≈ 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from igcorr.errors import ConstantTargetError, InputError
+from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch
+
+#: a standard deviation this small relative to the mean magnitude counts as constant
+_CONSTANT_TOLERANCE = 1e-12
+
+
+def check_not_constant(std: torch.Tensor, mean: torch.Tensor, what: str, outputs: list[int]) -> None:
+    """Raise ConstantTargetError if any output's standard deviation vanishes."""
+    constant = std <= _CONSTANT_TOLERANCE * torch.clamp(mean.abs(), min=1.0)
+    if bool(constant.any()):
+        names = [outputs[int(k)] for k in torch.nonzero(constant).reshape(-1)]
+        raise ConstantTargetError(
+            f"the {what} of output(s) {names} is constant over the dataset, so its correlation is undefined; "
+            "drop those outputs (outputs=...) or use data in which they vary"
+        )
+
+
+class CorrelationReducer(Reducer):
+    """Streaming Cov(attribution, t)/(σ_t σ_ŷ) with the completeness decomposition.
+
+    Parameters
+    ----------
+    outputs : list of int
+        Model output indices (for messages).
+    against : {"targets", "predictions"}
+        t = the targets (IGC, BSC) or the attributed predictions themselves (IGaC).
+    """
+
+    def __init__(self, outputs: list[int], against: str = "targets") -> None:
+        if against not in ("targets", "predictions"):
+            raise InputError(f"against must be 'targets' or 'predictions', got {against!r}")
+        self.outputs = list(outputs)
+        self.against = against
+        self.attribution_target = CoMoment()
+        # columns: prediction, target, mean baseline prediction; their full (3, 3) co-moment per output
+        self.scalars = CoMoment()
+        self.residual_sum: torch.Tensor | None = None
+        self.residual_max: torch.Tensor | None = None
+
+    def update(self, batch: SampleBatch) -> None:
+        if batch.attributions is None or batch.predictions is None or batch.baseline_predictions is None:
+            raise InputError("the correlation reducer needs attributions, predictions and baseline predictions")
+        target = batch.predictions if self.against == "predictions" else batch.targets
+        attributions = batch.attributions.flatten(start_dim=2)
+        self.attribution_target.update(attributions, target.unsqueeze(2))
+        columns = torch.stack([batch.predictions, target, batch.baseline_predictions], dim=2)
+        self.scalars.update(columns.unsqueeze(3), columns.unsqueeze(2))
+        residual = (attributions.sum(dim=2) - (batch.predictions - batch.baseline_predictions)).abs()
+        batch_sum, batch_max = residual.sum(dim=0), residual.max(dim=0).values
+        if self.residual_sum is None:
+            self.residual_sum, self.residual_max = batch_sum, batch_max
+        else:
+            self.residual_sum = self.residual_sum + batch_sum
+            self.residual_max = torch.maximum(self.residual_max, batch_max)
+
+    def merge(self, other: "CorrelationReducer") -> None:
+        self.attribution_target.merge(other.attribution_target)
+        self.scalars.merge(other.scalars)
+        if other.residual_sum is not None:
+            if self.residual_sum is None:
+                self.residual_sum, self.residual_max = other.residual_sum.clone(), other.residual_max.clone()
+            else:
+                self.residual_sum = self.residual_sum + other.residual_sum
+                self.residual_max = torch.maximum(self.residual_max, other.residual_max)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {**self.attribution_target.state_dict("attribution_target."), **self.scalars.state_dict("scalars.")}
+        if self.residual_sum is not None:
+            state["residual_sum"], state["residual_max"] = self.residual_sum, self.residual_max
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.attribution_target.load_state_dict(state, "attribution_target.")
+        self.scalars.load_state_dict(state, "scalars.")
+        self.residual_sum = state.get("residual_sum")
+        self.residual_max = state.get("residual_max")
+
+    def compute(self) -> Computed:
+        covariance = self.scalars.covariance()
+        means = self.scalars.mean_a[..., 0]
+        prediction_std = covariance[:, 0, 0].clamp(min=0).sqrt()
+        target_std = covariance[:, 1, 1].clamp(min=0).sqrt()
+        what = "prediction" if self.against == "predictions" else "target"
+        check_not_constant(target_std, means[:, 1], what, self.outputs)
+        check_not_constant(prediction_std, means[:, 0], "model's attributed score", self.outputs)
+        scale = target_std * prediction_std
+        maps = self.attribution_target.covariance() / scale.unsqueeze(1)
+        correlation = covariance[:, 0, 1] / scale
+        baseline_term = -covariance[:, 2, 1] / scale
+        count = self.scalars.count
+        diagnostics = {
+            "correlation": correlation,
+            "baseline_term": baseline_term,
+            "map_sum": maps.sum(dim=1),
+            "completeness_mean": self.residual_sum / count,
+            "completeness_max": self.residual_max,
+            "target_std": target_std,
+            "prediction_std": prediction_std,
+        }
+        return Computed(maps=maps, diagnostics=diagnostics)

@@ -1,0 +1,153 @@
+"""The Result of a dataset-wise attribution: maps, per-output diagnostics and metadata; saving and loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from igcorr.errors import ResultFileError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Result:
+    """Maps and diagnostics of a dataset-wise attribution.
+
+    Attributes
+    ----------
+    method : str
+        Name of the method that produced it ("igc", ...).
+    maps : ndarray, float64, shape (K, *x_shape)
+        One map per attributed output.
+    diagnostics : dict of str → ndarray of shape (K,)
+        Per-output numbers, e.g. ``correlation``, ``baseline_term``, ``map_sum``, ``completeness_mean``.
+    extra_maps : dict of str → ndarray
+        Further maps some methods produce (e.g. a standard deviation or p-value map).
+    metadata : dict
+        Everything needed to re-run: method, parameters, seed, data size, library versions, run time.
+    """
+
+    method: str
+    maps: np.ndarray
+    diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def outputs(self) -> list[int]:
+        """Model output index of each map."""
+        return list(self.metadata.get("outputs", range(len(self.maps))))
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample."""
+        return tuple(self.maps.shape[1:])
+
+    def _diagnostic(self, name: str) -> np.ndarray:
+        if name not in self.diagnostics:
+            raise AttributeError(f"the {self.method} result has no {name!r} diagnostic")
+        return self.diagnostics[name]
+
+    @property
+    def correlation(self) -> np.ndarray:
+        """(K,) Pearson r between the attributed score and the target of each output."""
+        return self._diagnostic("correlation")
+
+    @property
+    def baseline_term(self) -> np.ndarray:
+        """(K,) −Cov_n(mean f(baselines of n), y)/(σ_y σ_ŷ): Σ map = correlation + baseline_term (+ quadrature error).
+
+        Exactly zero when all samples share their baselines.
+        """
+        return self._diagnostic("baseline_term")
+
+    @property
+    def map_sums(self) -> np.ndarray:
+        """(K,) sum of each map over all input components."""
+        return self.maps.reshape(len(self.maps), -1).sum(axis=1)
+
+    @property
+    def ig_completeness(self) -> dict[str, float]:
+        """Mean and max over samples and outputs of |Σ IG − (f(x) − mean f(b))|: the quadrature error."""
+        return {
+            "mean": float(np.mean(self._diagnostic("completeness_mean"))),
+            "max": float(np.max(self._diagnostic("completeness_max"))),
+        }
+
+    def summary(self) -> str:
+        """A short markdown table of the per-output diagnostics."""
+        names = [n for n in ("correlation", "baseline_term", "completeness_mean", "completeness_max")
+                 if n in self.diagnostics]
+        lines = ["| output | Σ map | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+        for k, output in enumerate(self.outputs):
+            cells = [f"{self.map_sums[k]:.4f}"] + [f"{self.diagnostics[n][k]:.4g}" for n in names]
+            lines.append(f"| {output} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"Result(method={self.method!r}, maps shape={self.maps.shape}, "
+                f"diagnostics={sorted(self.diagnostics)}, extra_maps={sorted(self.extra_maps)})")
+
+    def plot(self, **kwargs: Any):
+        """Figure of the maps on a shared symmetric colour scale; see :func:`igcorr.plotting.plot_maps`."""
+        from igcorr.plotting import plot_maps
+
+        titles = kwargs.pop("titles", [f"output {o}" for o in self.outputs])
+        return plot_maps(self.maps, titles=titles, **kwargs)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the result to an ``.npz`` file (arrays plus JSON metadata) atomically; returns the path."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        arrays = {"maps": self.maps}
+        arrays.update({f"diagnostic/{k}": v for k, v in self.diagnostics.items()})
+        arrays.update({f"extra/{k}": v for k, v in self.extra_maps.items()})
+        header = {"format_version": FORMAT_VERSION, "method": self.method, "metadata": self.metadata}
+        arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        os.replace(partial, path)
+        return path
+
+
+def load(path: str | os.PathLike) -> Result:
+    """Load a :class:`Result` saved with :meth:`Result.save`.
+
+    Raises
+    ------
+    ResultFileError
+        If the file is missing, truncated, corrupted or not an igcorr result.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ResultFileError(f"no result file at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as error:
+        raise ResultFileError(f"{path} is not a readable igcorr result (truncated or corrupted?): {error}") from error
+    if "header" not in arrays or "maps" not in arrays:
+        raise ResultFileError(f"{path} is an npz file but not an igcorr result (no header or maps)")
+    try:
+        header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultFileError(f"the metadata of {path} is corrupted: {error}") from error
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ResultFileError(
+            f"{path} has result format {header.get('format_version')}, this igcorr reads {FORMAT_VERSION}"
+        )
+    diagnostics = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("diagnostic/")}
+    extra = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("extra/")}
+    return Result(header["method"], arrays["maps"], diagnostics, extra, header.get("metadata", {}))
