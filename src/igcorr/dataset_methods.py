@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from igcorr import baselines as baseline_forms
-from igcorr.data import DataSource
+from igcorr.data import Batch, DataSource
 from igcorr.engine import Engine, PathIntegrals, ScoreLike, describe_score, resolve_outputs
 from igcorr.errors import InputError, ShapeError
 from igcorr.quadrature import rule as quadrature_rule
 from igcorr.reducers import CorrelationReducer, Reducer, SampleBatch
 from igcorr.reducers.correlation import check_not_constant
 from igcorr.result import Result
+from igcorr.runner import stream
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +87,11 @@ class DatasetMethod:
 
     # -- hooks for subclasses
     def make_reducer(self, outputs: list[int]) -> Reducer:
+        """A fresh reducer for the attributed ``outputs``."""
         raise NotImplementedError
 
-    def per_sample(self, x: torch.Tensor, indices: np.ndarray, context: dict[str, Any]) -> PathIntegrals:
+    def per_sample(self, x: torch.Tensor, indices: np.ndarray, context: dict[str, Any]) -> PathIntegrals | None:
+        """Per-sample attributions of a batch, or None for methods that reduce the inputs themselves."""
         raise NotImplementedError
 
     # -- the run loop
@@ -118,28 +120,24 @@ class DatasetMethod:
             reducer = self.make_reducer(selected)
             output_index = torch.as_tensor(selected, dtype=torch.int64, device=x_probe.device)
             context.update(outputs=output_index, n_model_outputs=n_model_outputs)
-            total = len(source) if source.has_length else None
-            bar = tqdm(total=total, desc=self.name.upper(), unit="sample", disable=not progress, leave=False)
-            seen = 0
-            try:
-                for batch in source.batches():
-                    x = self.engine.prepare_inputs(batch.x)
-                    if tuple(x.shape[1:]) != x_shape:
-                        raise ShapeError(
-                            f"sample {batch.start} has shape {tuple(x.shape[1:])} but earlier samples have {x_shape}"
-                        )
-                    indices = np.arange(batch.start, batch.start + len(x))
-                    targets = encode_targets(batch.y, n_model_outputs, selected).to(x.device)
-                    integrals = self.per_sample(x, indices, context)
-                    reducer.update(SampleBatch(
-                        indices=torch.as_tensor(indices, device=x.device), inputs=x, targets=targets,
-                        attributions=integrals.attributions, predictions=integrals.predictions,
-                        baseline_predictions=integrals.baseline_predictions,
-                    ))
-                    seen += len(x)
-                    bar.update(len(x))
-            finally:
-                bar.close()
+
+            def step(batch: Batch) -> SampleBatch:
+                x = self.engine.prepare_inputs(batch.x)
+                if tuple(x.shape[1:]) != x_shape:
+                    raise ShapeError(
+                        f"sample {batch.start} has shape {tuple(x.shape[1:])} but earlier samples have {x_shape}"
+                    )
+                indices = np.arange(batch.start, batch.start + len(x))
+                targets = encode_targets(batch.y, n_model_outputs, selected).to(x.device)
+                integrals = self.per_sample(x, indices, context)
+                return SampleBatch(
+                    indices=torch.as_tensor(indices, device=x.device), inputs=x, targets=targets,
+                    attributions=None if integrals is None else integrals.attributions,
+                    predictions=None if integrals is None else integrals.predictions,
+                    baseline_predictions=None if integrals is None else integrals.baseline_predictions,
+                )
+
+            seen = stream(source, reducer, step, progress=progress, description=self.name.upper())
         computed = reducer.compute()
         maps = computed.maps.reshape(len(selected), *x_shape).cpu().numpy()
         metadata = {
