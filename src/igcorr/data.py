@@ -13,6 +13,7 @@ data) is available for pairs, map-style datasets and DataLoaders over a map-styl
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,47 +131,50 @@ class DataSource:
             "map-style Dataset instead of an iterable dataset, or pass explicit baselines"
         )
 
-    def batches(self, start: int = 0) -> Iterator[Batch]:
-        """Yield validated batches in sample order, beginning with sample ``start``."""
-        position = 0
-        for x, y in self._raw_batches(start):
+    def batches(self, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
+        """Yield validated batches in sample order, covering samples ``start`` to ``stop`` − 1 (or the end)."""
+        position = start
+        for x, y in self._raw_batches(start, stop):
             x, y = as_tensor(x, "x"), as_tensor(y, "y")
             if len(x) != len(y):
-                raise ShapeError(f"a batch holds {len(x)} inputs but {len(y)} targets (from sample {start + position})")
-            check_finite(x, "input", start + position)
-            check_finite(y, "target", start + position)
-            yield Batch(start + position, x, y)
+                raise ShapeError(f"a batch holds {len(x)} inputs but {len(y)} targets (from sample {position})")
+            check_finite(x, "input", position)
+            check_finite(y, "target", position)
+            yield Batch(position, x, y)
             position += len(x)
 
-    def _raw_batches(self, start: int) -> Iterator[tuple[Any, Any]]:
+    def _raw_batches(self, start: int, stop: int | None) -> Iterator[tuple[Any, Any]]:
         if self._pair is not None:
             x_all, y_all = self._pair
-            for begin in range(start, len(x_all), self.batch_size):
-                yield x_all[begin : begin + self.batch_size], y_all[begin : begin + self.batch_size]
-        elif self._loader is not None:
-            skipped = 0
+            end = len(x_all) if stop is None else min(stop, len(x_all))
+            for begin in range(start, end, self.batch_size):
+                finish = min(begin + self.batch_size, end)
+                yield x_all[begin:finish], y_all[begin:finish]
+            return
+        if self._loader is not None:
+            position = 0
             for item in self._loader:
-                x, y = _split_item(item, skipped)
-                if skipped + len(x) <= start:
-                    skipped += len(x)
-                    continue
-                offset = max(0, start - skipped)
-                skipped += len(x)
-                yield x[offset:], y[offset:]
+                x, y = _split_item(item, position)
+                first, last = max(start - position, 0), len(x) if stop is None else min(len(x), stop - position)
+                position += len(x)
+                if first < last:
+                    yield x[first:last], y[first:last]
+                if stop is not None and position >= stop:
+                    return
+            return
+        if self._dataset is not None:
+            end = len(self._dataset) if stop is None else min(stop, len(self._dataset))
+            items: Iterator[tuple[int, Any]] = ((i, self._dataset[i]) for i in range(start, end))
         else:
-            source = self._dataset if self._dataset is not None else self._iterable
-            if self._dataset is not None:
-                items: Iterator[Any] = (self._dataset[i] for i in range(start, len(self._dataset)))
-            else:
-                items = (item for position, item in enumerate(source) if position >= start)
-            chunk: list[Any] = []
-            for item in items:
-                chunk.append(_split_item(item, start)[:2])
-                if len(chunk) == self.batch_size:
-                    yield _collate(chunk)
-                    chunk = []
-            if chunk:
+            items = enumerate(itertools.islice(self._iterable, start, stop), start)
+        chunk: list[tuple[Any, Any]] = []
+        for index, item in items:
+            chunk.append(_split_item(item, index))
+            if len(chunk) == self.batch_size:
                 yield _collate(chunk)
+                chunk = []
+        if chunk:
+            yield _collate(chunk)
 
 
 def _split_item(item: Any, index: int) -> tuple[Any, Any]:

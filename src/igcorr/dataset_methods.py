@@ -8,15 +8,19 @@ which reducer it feeds.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from igcorr import baselines as baseline_forms
+from igcorr import distributed
+from igcorr.checkpoint import DEFAULT_EVERY_SECONDS, Checkpoint, model_fingerprint
 from igcorr.data import Batch, DataSource
 from igcorr.engine import Engine, PathIntegrals, ScoreLike, describe_score, resolve_outputs
 from igcorr.errors import InputError, ShapeError
@@ -24,7 +28,7 @@ from igcorr.quadrature import rule as quadrature_rule
 from igcorr.reducers import CorrelationReducer, Reducer, SampleBatch
 from igcorr.reducers.correlation import check_not_constant
 from igcorr.result import Result
-from igcorr.runner import stream
+from igcorr.runner import run_reduction
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +100,9 @@ class DatasetMethod:
 
     # -- the run loop
     def _run(self, data: Any, *, outputs: int | Sequence[int] | None, batch_size: int | None, seed: int,
-             progress: bool, context: dict[str, Any], parameters: dict[str, Any]) -> Result:
+             progress: bool, context: dict[str, Any], parameters: dict[str, Any],
+             checkpoint: str | os.PathLike | None = None,
+             checkpoint_every: float = DEFAULT_EVERY_SECONDS) -> Result:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise InputError(f"seed must be an integer, got {seed!r}")
         started = time.perf_counter()
@@ -117,7 +123,6 @@ class DatasetMethod:
             self._check_targets_upfront(source, n_model_outputs, selected)
             spec: baseline_forms.BaselineSpec = context["baselines"]
             spec.prepare(x_shape, source, int(seed))
-            reducer = self.make_reducer(selected)
             output_index = torch.as_tensor(selected, dtype=torch.int64, device=x_probe.device)
             context.update(outputs=output_index, n_model_outputs=n_model_outputs)
 
@@ -137,7 +142,20 @@ class DatasetMethod:
                     baseline_predictions=None if integrals is None else integrals.baseline_predictions,
                 )
 
-            seen = stream(source, reducer, step, progress=progress, description=self.name.upper())
+            saver = None
+            if checkpoint is not None:
+                rank, world_size = distributed.world()
+                path = Path(checkpoint)
+                if world_size > 1:
+                    path = path.with_name(f"{path.name}.rank{rank}-of-{world_size}")
+                fingerprint = {
+                    "method": self.name, "model": model_fingerprint(self.model), "score": describe_score(self.score),
+                    "n_samples": len(source) if source.has_length else None, "x_shape": list(x_shape),
+                    "outputs": selected, "seed": int(seed), "baselines": spec.describe(), **parameters,
+                }
+                saver = Checkpoint(path, fingerprint, checkpoint_every)
+            reducer, seen = run_reduction(source, lambda: self.make_reducer(selected), step, progress=progress,
+                                          description=self.name.upper(), device=x_probe.device, checkpoint=saver)
         computed = reducer.compute()
         maps = computed.maps.reshape(len(selected), *x_shape).cpu().numpy()
         metadata = {
@@ -149,6 +167,7 @@ class DatasetMethod:
             "score": describe_score(self.score),
             "seed": int(seed),
             "batch_size": source.batch_size,
+            "world_size": distributed.world()[1],
             "parameters": parameters,
             "baselines": spec.describe(),
             "seconds": time.perf_counter() - started,
@@ -203,7 +222,8 @@ class IGC(DatasetMethod):
 
     def attribute(self, data: Any, baselines: Any = None, n_steps: int = 64, method: str = "trapezoid",
                   outputs: int | Sequence[int] | None = None, batch_size: int | None = None, seed: int = 0,
-                  progress: bool = True) -> Result:
+                  progress: bool = True, checkpoint: str | os.PathLike | None = None,
+                  checkpoint_every: float = DEFAULT_EVERY_SECONDS) -> Result:
         """Compute the IGC maps over a dataset in one streaming pass.
 
         Parameters
@@ -228,17 +248,25 @@ class IGC(DatasetMethod):
             Seed of every random draw (dataset baselines); results do not depend on batch size.
         progress : bool
             Show a progress bar.
+        checkpoint : path, optional
+            Save progress to this file (atomically, every ``checkpoint_every`` seconds and at the end); calling
+            again with the same arguments resumes after the last saved sample. Under torch.distributed each
+            rank writes ``<checkpoint>.rank<r>-of-<world>``.
+        checkpoint_every : float
+            Seconds between checkpoint writes (0: after every batch).
 
         Returns
         -------
         Result
-            ``maps`` (K, *x_shape), ``correlation``, ``baseline_term``, ``ig_completeness`` and metadata.
+            ``maps`` (K, *x_shape), ``correlation``, ``baseline_term``, ``ig_completeness`` and metadata. Under
+            torch.distributed (e.g. ``torchrun``) every rank attributes its shard and returns the merged Result.
         """
         spec = baseline_forms.resolve(baselines)
         rule = quadrature_rule(method, n_steps)
         parameters = {"n_steps": int(n_steps), "method": method}
         return self._run(data, outputs=outputs, batch_size=batch_size, seed=seed, progress=progress,
-                         context={"baselines": spec, "rule": rule}, parameters=parameters)
+                         context={"baselines": spec, "rule": rule}, parameters=parameters,
+                         checkpoint=checkpoint, checkpoint_every=checkpoint_every)
 
     def make_reducer(self, outputs: list[int]) -> Reducer:
         return CorrelationReducer(outputs, against="targets")
