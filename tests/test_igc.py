@@ -163,7 +163,7 @@ def test_errors(mlp, regression_data):
         run(mlp, (x, y), outputs=[0, 3])
     with pytest.raises(InputError, match="empty"):
         run(mlp, (x[:0], y[:0]))
-    with pytest.raises(InputError, match="shared dataset baselines"):
+    with pytest.raises(InputError, match="dataset baselines were requested"):
         run(mlp, (x, y), baselines=igcorr.baselines.FromData(100, shared=True))
     with pytest.raises(ShapeError, match="baselines of shape"):
         run(mlp, (x, y), baselines=torch.zeros(5))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from igcorr.data import DataSource, as_tensor, check_finite
-from igcorr.errors import InputError, ShapeError
+from igcorr.errors import InputError, NonFiniteError, ShapeError
 from igcorr.seeding import generator_for, keyed_integers
 
 
@@ -125,15 +125,16 @@ class FromData(BaselineSpec):
         self._source, self._n_samples, self._seed = source, len(source), int(seed)
         if self._n_samples == 0:
             raise InputError("the dataset is empty: there is nothing to draw baselines from")
+        if self.count > self._n_samples:
+            raise InputError(
+                f"{self.count} dataset baselines were requested but the dataset has only {self._n_samples} "
+                f"samples; ask for at most {self._n_samples}"
+            )
         if self.shared:
-            if self.count > self._n_samples:
-                raise InputError(
-                    f"{self.count} shared dataset baselines were requested but the dataset has only "
-                    f"{self._n_samples} samples; ask for at most {self._n_samples}"
-                )
             order = torch.randperm(self._n_samples, generator=generator_for(self._seed, 0x5BA5E))
             self.shared_indices = np.sort(order[: self.count].numpy())
             self._shared_stack = source.inputs_at(self.shared_indices)
+            _check_drawn(self._shared_stack, self.shared_indices)
 
     def for_samples(self, indices: np.ndarray, x: torch.Tensor) -> torch.Tensor:
         if self._source is None:
@@ -142,14 +143,25 @@ class FromData(BaselineSpec):
             stack = self._shared_stack.to(device=x.device, dtype=x.dtype)
             return stack.unsqueeze(0).expand(len(x), *stack.shape)
         draws = keyed_integers(self._seed, self._n_samples, np.asarray(indices)[:, None], np.arange(self.count)[None])
-        drawn = self._source.inputs_at(draws.reshape(-1)).to(device=x.device, dtype=x.dtype)
-        return drawn.reshape(len(x), self.count, *x.shape[1:])
+        drawn = self._source.inputs_at(draws.reshape(-1))
+        _check_drawn(drawn, draws.reshape(-1))
+        return drawn.to(device=x.device, dtype=x.dtype).reshape(len(x), self.count, *x.shape[1:])
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {"kind": "dataset", "count": self.count, "shared": self.shared}
         if self.shared_indices is not None:
             described["indices"] = [int(i) for i in self.shared_indices]
         return described
+
+
+def _check_drawn(drawn: torch.Tensor, dataset_indices: np.ndarray) -> None:
+    """Baselines drawn from the data must be finite; name the dataset sample that is not."""
+    finite = torch.isfinite(drawn.reshape(len(drawn), -1)).all(dim=1)
+    if not bool(finite.all()):
+        bad = int(np.asarray(dataset_indices).reshape(-1)[int(torch.nonzero(~finite)[0])])
+        raise NonFiniteError(
+            f"input of sample {bad}, drawn as a baseline, contains NaN or Inf; remove or impute that sample"
+        )
 
 
 def resolve(baselines: Any) -> BaselineSpec:

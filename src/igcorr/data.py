@@ -125,11 +125,24 @@ class DataSource:
             return self._pair[0][torch.as_tensor(np.asarray(indices, dtype=np.int64))]
         if self._dataset is not None:
             items = [_split_item(self._dataset[int(i)], int(i))[0] for i in np.asarray(indices).reshape(-1)]
-            return torch.stack([as_tensor(x, "x") for x in items])
+            return stack_samples(items, "inputs")
         raise InputError(
             "baselines drawn from the data need random access to the samples; pass an (X, Y) pair or a "
             "map-style Dataset instead of an iterable dataset, or pass explicit baselines"
         )
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first (up to) ``n`` inputs, validated; raises InputError for an empty dataset."""
+        if self.has_random_access:
+            x = self.inputs_at(np.arange(min(n, len(self)))) if len(self) else None
+        else:
+            first = next(self.batches(), None)
+            x = None if first is None else first.x[:n]
+        if x is None or len(x) == 0:
+            raise InputError("the dataset is empty: there is nothing to attribute")
+        x = as_tensor(x, "x")
+        check_finite(x, "input")
+        return x
 
     def batches(self, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         """Yield validated batches in sample order, covering samples ``start`` to ``stop`` − 1 (or the end)."""
@@ -188,4 +201,13 @@ def _split_item(item: Any, index: int) -> tuple[Any, Any]:
 
 def _collate(items: list[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = zip(*items)
-    return default_collate([as_tensor(x, "x") for x in xs]), default_collate([as_tensor(y, "y") for y in ys])
+    return stack_samples(xs, "inputs"), stack_samples(ys, "targets")
+
+
+def stack_samples(values: Sequence[Any], name: str) -> torch.Tensor:
+    """Stack per-sample arrays into a batch, refusing samples of different shapes with a clear message."""
+    tensors = [as_tensor(v, name) for v in values]
+    shapes = sorted({tuple(t.shape) for t in tensors})
+    if len(shapes) > 1:
+        raise ShapeError(f"the {name} of the samples have different shapes {shapes}; all must have the same shape")
+    return default_collate(tensors)

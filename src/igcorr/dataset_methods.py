@@ -106,16 +106,17 @@ class DatasetMethod:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise InputError(f"seed must be an integer, got {seed!r}")
         started = time.perf_counter()
-        source = DataSource(data, batch_size or 1)
-        if source.has_length and len(source) == 0:
-            raise InputError("the dataset is empty: there is nothing to attribute")
+        source = DataSource(data, 1 if batch_size is None else batch_size)
+        if source.has_length and len(source) < 2:
+            raise InputError(
+                "the dataset is empty: there is nothing to attribute" if len(source) == 0 else
+                "the dataset has a single sample: a correlation over samples needs at least two"
+            )
         with self.engine.frozen():
-            probe = next(source.batches(), None)
-            if probe is None:
-                raise InputError("the dataset is empty: there is nothing to attribute")
-            x_probe = self.engine.prepare_inputs(probe.x)
+            x_probe = self.engine.prepare_inputs(source.head(4))
             x_shape = tuple(x_probe.shape[1:])
             n_model_outputs = self.engine.n_model_outputs(x_probe)
+            self.engine.check_batch_independence(x_probe)
             selected = resolve_outputs(outputs, n_model_outputs)
             if batch_size is None:
                 per_sample_bytes = 8 * len(selected) * max(1, int(np.prod(x_shape)))

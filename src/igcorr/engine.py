@@ -145,6 +145,28 @@ class Engine:
         with torch.no_grad():
             return self._scores(x[:1]).shape[1]
 
+    def check_batch_independence(self, x: torch.Tensor) -> None:
+        """Refuse models whose output for one sample depends on the other samples of its batch.
+
+        Path points of many samples share a forward pass, so such a model (batch statistics, attention across
+        the batch, ...) would give silently wrong attributions. Compares a joint forward of up to four samples
+        with separate ones.
+        """
+        if len(x) < 2:
+            return
+        with torch.no_grad():
+            joint = self._scores(x)
+            separate = torch.cat([self._scores(x[i : i + 1]) for i in range(len(x))])
+        tolerance = 1e-3 if x.dtype in (torch.float16, torch.bfloat16) else 1e-5 if x.dtype == torch.float32 else 1e-9
+        scale = float(joint.abs().max()) + 1e-30
+        if not torch.allclose(joint, separate, rtol=tolerance, atol=tolerance * scale):
+            raise ModelError(
+                "the model's output for a sample changes with the other samples in its batch (batch statistics, "
+                "e.g. a custom normalisation over the batch, or layers mixing samples). Attribution evaluates many "
+                "samples and path points per forward pass, so the model must treat samples independently: use "
+                "running statistics (eval mode) or remove the batch coupling"
+            )
+
     def _scores(self, points: torch.Tensor) -> torch.Tensor:
         output = self.model(points)
         if not isinstance(output, torch.Tensor):
