@@ -80,12 +80,22 @@ class DatasetMethod:
         differentiable function works too; device and dtype are then taken from the data.
     score : None, "softmax", "log_softmax" or callable
         What is attributed for each output (raw output by default).
+    max_memory : int, optional
+        Bytes the gradient engine's chunks of path points may use (default: a quarter of the available memory,
+        at most 4 GiB); a quarter of it also bounds the batch of per-sample attributions when ``batch_size`` is
+        not given.
+    output_strategy : {"auto", "loop", "batched"}
+        One backward pass per output, or all outputs in one batched pass; "auto" times both on the first chunk.
+    readout : "auto", False, str or nn.Linear
+        Linear-readout shortcut for models with more attributed outputs than readout inputs (exact); "auto"
+        detects a final ``nn.Linear``. Reported in ``Result.metadata["engine"]``.
     """
 
     name = "dataset_method"
 
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], score: ScoreLike = None) -> None:
-        self.engine = Engine(model, score)
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], score: ScoreLike = None, *,
+                 max_memory: int | None = None, output_strategy: str = "auto", readout: Any = "auto") -> None:
+        self.engine = Engine(model, score, max_memory=max_memory, output_strategy=output_strategy, readout=readout)
         self.model = model
         self.score = score
 
@@ -118,9 +128,11 @@ class DatasetMethod:
             n_model_outputs = self.engine.n_model_outputs(x_probe)
             self.engine.check_batch_independence(x_probe)
             selected = resolve_outputs(outputs, n_model_outputs)
+            self.engine.configure(x_probe, torch.as_tensor(selected, dtype=torch.int64, device=x_probe.device))
             if batch_size is None:
                 per_sample_bytes = 8 * len(selected) * max(1, int(np.prod(x_shape)))
-                source.batch_size = int(np.clip(_ATTRIBUTION_BUDGET // per_sample_bytes, 1, _MAX_DEFAULT_BATCH))
+                budget = min(_ATTRIBUTION_BUDGET, (self.engine.max_memory or _ATTRIBUTION_BUDGET * 4) // 4)
+                source.batch_size = int(np.clip(budget // per_sample_bytes, 1, _MAX_DEFAULT_BATCH))
             self._check_targets_upfront(source, n_model_outputs, selected)
             spec: baseline_forms.BaselineSpec = context["baselines"]
             spec.prepare(x_shape, source, int(seed))
@@ -169,6 +181,7 @@ class DatasetMethod:
             "seed": int(seed),
             "batch_size": source.batch_size,
             "world_size": distributed.world()[1],
+            "engine": self.engine.describe(),
             "parameters": parameters,
             "baselines": spec.describe(),
             "seconds": time.perf_counter() - started,

@@ -1,10 +1,12 @@
 """The gradient engine: integrated gradients for a batch of samples and baselines.
 
 For n samples with M baselines each and a quadrature rule of S nodes, the engine evaluates the n·M·S path
-points in chunks of whole (sample, baseline) paths: one forward pass per chunk, then one vector-Jacobian
-product per attributed output, with the quadrature weights as the cotangent so that the returned gradient is
-already weighted. Gradients are summed over the nodes in float64, multiplied by (x − b) and averaged over the
-baselines. Nothing leaves the model's device.
+points in chunks sized from a memory budget: one forward pass per chunk, then the vector-Jacobian products of
+the attributed outputs (a loop of backward passes or one batched pass, whichever a timing of the first chunk
+finds faster), with the quadrature weights as the cotangent so that the returned gradient is already weighted.
+Each weighted gradient times its path's displacement (x − b) is accumulated per sample in float64 and averaged
+over the baselines. When the model ends in a linear readout narrower than the number of attributed outputs,
+the readout's inputs are attributed instead and projected (exact). Nothing leaves the model's device.
 
 The model is used as a pure function during attribution: its parameters are frozen (no parameter gradient is
 ever computed) and restored afterwards, and the model runs in evaluation mode, then gets its modes back. A
@@ -15,6 +17,7 @@ depend on the batch) triggers a warning; other models are switched silently, as 
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,8 +36,10 @@ SCORES = ("softmax", "log_softmax")
 #: modules whose forward differs between training and evaluation mode
 _MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
 
-#: default number of path points evaluated per forward pass (rounded to whole paths)
+#: path points per forward pass before the engine is configured for a model
 DEFAULT_CHUNK_POINTS = 512
+#: upper limit of the memory-derived chunk size: larger chunks only add allocation churn on CPUs
+MAX_CHUNK_POINTS = 1024
 
 
 @dataclass
@@ -70,6 +75,23 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device | None, torch.dty
     return None, None
 
 
+def available_memory() -> int:
+    """Bytes of memory available to this process (MemAvailable on Linux; 8 GiB if it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30
+
+
+def default_memory_budget() -> int:
+    """Default ``max_memory``: a quarter of the available memory, at most 4 GiB."""
+    return int(min(4 * 2**30, available_memory() // 4))
+
+
 class Engine:
     """Evaluates scores and integrated gradients of ``model`` for selected outputs.
 
@@ -81,24 +103,47 @@ class Engine:
         What is attributed for each output: the raw output, its softmax probability, its log-probability, or
         ``score(output)`` returning (P, K') for any callable.
     chunk_points : int, optional
-        Path points per forward pass (rounded down to whole paths, at least one path).
+        Path points per forward pass; by default derived from ``max_memory``.
+    max_memory : int, optional
+        Bytes the path-point chunks may take (activations, gradients and temporaries); default
+        :func:`default_memory_budget`.
+    output_strategy : {"auto", "loop", "batched"}
+        How the vector-Jacobian products of several outputs are taken: one backward pass per output ("loop"),
+        or all at once with batched cotangents ("batched", vmap over the backward pass). "auto" times both on
+        the first chunk and keeps the faster; the results are identical.
+    readout : "auto", False, str or nn.Linear
+        Linear-readout shortcut: when the model's output is an ``nn.Linear`` layer's output (or the named
+        layer's), the raw outputs are attributed, and more outputs are attributed than the layer has inputs,
+        IG of each of the H readout inputs is computed and projected with the weights (exact; the bias cancels):
+        H backward passes instead of K. "auto" detects it; False disables it.
     """
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], score: ScoreLike = None,
-                 chunk_points: int | None = None) -> None:
+                 chunk_points: int | None = None, max_memory: int | None = None, output_strategy: str = "auto",
+                 readout: Any = "auto") -> None:
         if not callable(model):
             raise InputError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
         if score is not None and not callable(score) and score not in SCORES:
             raise InputError(f"score must be None, 'softmax', 'log_softmax' or a callable, got {score!r}")
-        if chunk_points is not None and (isinstance(chunk_points, bool) or not isinstance(chunk_points, int)
-                                         or chunk_points < 1):
-            raise InputError(f"chunk_points must be a positive integer, got {chunk_points!r}")
+        for name, value in (("chunk_points", chunk_points), ("max_memory", max_memory)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if output_strategy not in ("auto", "loop", "batched"):
+            raise InputError(f"output_strategy must be 'auto', 'loop' or 'batched', got {output_strategy!r}")
+        if not (readout in ("auto", False, None) or isinstance(readout, (str, nn.Linear))):
+            raise InputError(f"readout must be 'auto', False, a module name or an nn.Linear, got {readout!r}")
         self.model = model
         self.score = score
-        self.chunk_points = chunk_points or DEFAULT_CHUNK_POINTS
+        self.fixed_chunk_points = int(chunk_points) if chunk_points is not None else None
+        self.chunk_points = self.fixed_chunk_points or DEFAULT_CHUNK_POINTS
+        self.max_memory = int(max_memory) if max_memory is not None else None
+        self.output_strategy = output_strategy
+        self.readout_request = readout
+        self.readout: nn.Linear | None = None
+        self.readout_name: str | None = None
+        self._strategy: str | None = None if output_strategy == "auto" else output_strategy
         module = model if isinstance(model, nn.Module) else None
         self.device, self.dtype = model_device_dtype(module) if module is not None else (None, None)
-
     # ------------------------------------------------------------------ model state
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
@@ -198,10 +243,158 @@ class Engine:
         with torch.no_grad():
             return torch.cat([self._scores(part)[:, outputs] for part in x.split(self.chunk_points)])
 
+    # ------------------------------------------------------------------ configuration
+    def configure(self, x: torch.Tensor, outputs: torch.Tensor) -> None:
+        """Resolve the readout shortcut and the chunk size for attributing ``outputs`` of inputs like ``x``.
+
+        Raises
+        ------
+        InputError
+            If ``max_memory`` cannot hold a single path point.
+        """
+        self.readout, self.readout_name = self._find_readout(x, len(outputs))
+        width = self.readout.in_features if self.readout is not None else len(outputs)
+        if self.fixed_chunk_points is not None:
+            self.chunk_points = self.fixed_chunk_points
+            return
+        budget = self.max_memory or default_memory_budget()
+        per_point = self._bytes_per_point(x, width)
+        if per_point > budget:
+            raise InputError(
+                f"max_memory={budget} bytes is too small: one path point needs about {per_point} bytes of "
+                f"activations and gradients; raise max_memory to at least {per_point * 4}"
+            )
+        self.chunk_points = int(min(MAX_CHUNK_POINTS, budget // per_point))
+
+    def describe(self) -> dict[str, Any]:
+        """Engine settings for result metadata."""
+        return {"chunk_points": self.chunk_points, "output_strategy": self._strategy or self.output_strategy,
+                "readout": None if self.readout is None else
+                {"layer": self.readout_name, "width": self.readout.in_features}}
+
+    def _find_readout(self, x: torch.Tensor, n_outputs: int) -> tuple[nn.Linear | None, str | None]:
+        request = self.readout_request
+        if request in (False, None) or not isinstance(self.model, nn.Module):
+            return None, None
+        named = dict(self.model.named_modules())
+        if isinstance(request, str) and request != "auto":
+            if request not in named or not isinstance(named[request], nn.Linear):
+                linear = [name for name, sub in named.items() if isinstance(sub, nn.Linear)]
+                raise InputError(f"readout {request!r} is not an nn.Linear of the model; its linear layers: {linear}")
+            candidates = {request: named[request]}
+        elif isinstance(request, nn.Linear):
+            names = [name for name, sub in named.items() if sub is request]
+            if not names:
+                raise InputError("the readout module given is not part of the model")
+            candidates = {names[0]: request}
+        else:
+            candidates = {name: sub for name, sub in named.items() if isinstance(sub, nn.Linear)}
+        if not candidates:
+            return None, None
+        produced: dict[str, torch.Tensor] = {}
+        handles = [sub.register_forward_hook(lambda _m, _i, out, name=name: produced.__setitem__(name, out))
+                   for name, sub in candidates.items()]
+        try:
+            with torch.no_grad():
+                output = self.model(x[:1])
+        finally:
+            for handle in handles:
+                handle.remove()
+        final = [name for name, out in produced.items() if out is output]
+        explicit = request != "auto"
+        if not final:
+            if explicit:
+                raise InputError(f"the readout layer's output is not the model's output, so it cannot be projected")
+            return None, None
+        layer = candidates[final[-1]]
+        if self.score is not None:
+            if explicit:
+                raise InputError("the readout shortcut needs raw outputs (score=None): a score is not linear")
+            return None, None
+        if not explicit and n_outputs <= layer.in_features:
+            return None, None
+        return layer, final[-1]
+
+    def _bytes_per_point(self, x: torch.Tensor, n_vjp_outputs: int) -> int:
+        """Estimated memory of one path point: saved activations, its gradient outputs and temporaries."""
+        element = x.element_size()
+        features = int(np.prod(x.shape[1:], dtype=np.int64))
+        activations = 0
+        if isinstance(self.model, nn.Module):
+            sizes: list[int] = []
+            handles = [sub.register_forward_hook(
+                lambda _m, _i, out: sizes.append(out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0))
+                for sub in self.model.modules() if not list(sub.children())]
+            try:
+                with torch.no_grad():
+                    self.model(x[:1])
+            finally:
+                for handle in handles:
+                    handle.remove()
+            activations = sum(sizes)
+        activations = max(activations, 8 * features * element)
+        # forward activations kept for backward, the backward's own temporaries of similar size, the point and
+        # its gradient, and (batched strategy) one gradient per output
+        return int(3 * activations + features * (3 * element + 8) + n_vjp_outputs * features * element)
+
     # ------------------------------------------------------------------ integrated gradients
+    def _gradient_targets(self, points: torch.Tensor, outputs: torch.Tensor,
+                          choice: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward pass: (differentiated quantities (P, J), attributed scores (P, K) detached)."""
+        if self.readout is None:
+            scores = self._scores(points)[:, outputs]
+            if choice is not None:
+                scores = scores.gather(1, choice.unsqueeze(1))
+            return scores, scores.detach()
+        captured: list[torch.Tensor] = []
+        handle = self.readout.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0]))
+        try:
+            scores = self._scores(points)[:, outputs]
+        finally:
+            handle.remove()
+        return captured[0], scores.detach()
+
+    def _vjps(self, targets: torch.Tensor, points: torch.Tensor, cotangent: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield (j, cotangent-weighted gradient of targets[:, j] w.r.t. points) for every column j."""
+        n_targets = targets.shape[1]
+        strategy = self._strategy or "loop"
+        if n_targets == 1 or strategy == "loop":
+            for j in range(n_targets):
+                (gradient,) = torch.autograd.grad(targets[:, j], points, grad_outputs=cotangent,
+                                                  retain_graph=j < n_targets - 1)
+                yield j, gradient
+            return
+        eye = torch.eye(n_targets, dtype=targets.dtype, device=targets.device)
+        (gradients,) = torch.autograd.grad(targets, points, grad_outputs=eye.unsqueeze(1) * cotangent.view(1, -1, 1),
+                                           is_grads_batched=True)
+        yield from enumerate(gradients)
+
+    def _calibrate(self, targets: torch.Tensor, points: torch.Tensor, cotangent: torch.Tensor) -> list[torch.Tensor]:
+        """Time both output strategies on this chunk, keep the faster one; returns the loop's gradients."""
+        started = time.perf_counter()
+        looped = [torch.autograd.grad(targets[:, j], points, grad_outputs=cotangent, retain_graph=True)[0]
+                  for j in range(targets.shape[1])]
+        loop_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._strategy = "batched"
+                batched = [g for _, g in self._vjps(targets, points, cotangent)]
+            batched_seconds = time.perf_counter() - started
+            agree = all(torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(a.abs().max() + 1e-30))
+                        for a, b in zip(looped, batched))
+        except RuntimeError:
+            batched_seconds, agree = float("inf"), False
+        self._strategy = "batched" if agree and batched_seconds < loop_seconds else "loop"
+        return looped
+
     def integrate(self, x: torch.Tensor, baselines: torch.Tensor, rule: Rule, outputs: torch.Tensor,
                   per_sample_output: torch.Tensor | None = None, first_index: int = 0) -> PathIntegrals:
         """Integrated gradients of ``x`` from its baselines.
+
+        The n·M·S path points (sample, baseline, node) are evaluated in flat chunks of ``chunk_points``; each
+        point's weighted gradient times its path's displacement (x − b) is accumulated per sample in float64.
 
         Parameters
         ----------
@@ -220,56 +413,70 @@ class Engine:
         n, n_baselines = baselines.shape[:2]
         if tuple(baselines.shape[2:]) != tuple(x.shape[1:]) or len(baselines) != len(x):
             raise ShapeError(f"baselines of shape {tuple(baselines.shape)} do not match inputs {tuple(x.shape)}")
+        readout = self.readout if per_sample_output is None else None
+        saved_readout, self.readout = self.readout, readout
+        try:
+            return self._integrate(x, baselines, rule, outputs, per_sample_output, first_index)
+        finally:
+            self.readout = saved_readout
+
+    def _integrate(self, x: torch.Tensor, baselines: torch.Tensor, rule: Rule, outputs: torch.Tensor,
+                   per_sample_output: torch.Tensor | None, first_index: int) -> PathIntegrals:
+        n, n_baselines = baselines.shape[:2]
         n_steps = len(rule.nodes)
         n_outputs = 1 if per_sample_output is not None else len(outputs)
+        width = self.readout.in_features if self.readout is not None else n_outputs
         features = int(np.prod(x.shape[1:], dtype=np.int64))
         dev = x.device
         alphas = torch.as_tensor(rule.nodes, dtype=x.dtype, device=dev)
         weights = torch.as_tensor(rule.weights, dtype=x.dtype, device=dev)
-        integrals = torch.zeros(n, n_outputs, features, dtype=torch.float64, device=dev)
+        integrals = torch.zeros(n, width, features, dtype=torch.float64, device=dev)
         endpoint_scores = rule.includes_endpoints
         predictions = torch.zeros(n, n_outputs, dtype=torch.float64, device=dev)
         baseline_predictions = torch.zeros(n, n_outputs, dtype=torch.float64, device=dev)
-
-        pair_sample = torch.arange(n, device=dev).repeat_interleave(n_baselines)
-        flat_baselines = baselines.reshape(n * n_baselines, *x.shape[1:])
-        paths_per_chunk = max(1, self.chunk_points // n_steps)
+        flat_x = x.reshape(n, features)
+        flat_baselines = baselines.reshape(n * n_baselines, features)
+        choice_of_sample = per_sample_output.to(dev) if per_sample_output is not None else None
+        total_points = n * n_baselines * n_steps
         with torch.enable_grad():
-            for begin in range(0, n * n_baselines, paths_per_chunk):
-                samples = pair_sample[begin : begin + paths_per_chunk]
-                starts = flat_baselines[begin : begin + paths_per_chunk]
-                deltas = x[samples] - starts
-                view = (1, n_steps) + (1,) * (x.ndim - 1)
-                points = (starts.unsqueeze(1) + alphas.view(view) * deltas.unsqueeze(1)).reshape(-1, *x.shape[1:])
+            for begin in range(0, total_points, self.chunk_points):
+                point = torch.arange(begin, min(begin + self.chunk_points, total_points), device=dev)
+                path, node = point // n_steps, point % n_steps
+                sample = path // n_baselines
+                starts = flat_baselines[path]
+                deltas = flat_x[sample] - starts
+                points = (starts + alphas[node].unsqueeze(1) * deltas).reshape(len(point), *x.shape[1:])
                 points.requires_grad_(True)
-                scores = self._scores(points)[:, outputs]
-                if per_sample_output is not None:
-                    choice = per_sample_output.to(dev)[samples].repeat_interleave(n_steps)
-                    scores = scores.gather(1, choice.unsqueeze(1))
-                cotangent = weights.repeat(len(samples))
-                for k in range(n_outputs):
-                    (gradient,) = torch.autograd.grad(
-                        scores[:, k], points, grad_outputs=cotangent, retain_graph=k < n_outputs - 1
-                    )
-                    summed = gradient.reshape(len(samples), n_steps, features).sum(dim=1, dtype=torch.float64)
-                    integrals[:, k].index_add_(0, samples, summed * deltas.reshape(len(samples), -1).double())
+                choice = choice_of_sample[sample] if choice_of_sample is not None else None
+                targets, scores = self._gradient_targets(points, outputs, choice)
+                cotangent = weights[node]
+                if self._strategy is None and targets.shape[1] > 1:
+                    gradients: Any = enumerate(self._calibrate(targets, points, cotangent))
+                else:
+                    gradients = self._vjps(targets, points, cotangent)
+                for j, gradient in gradients:
+                    contribution = (gradient.reshape(len(point), features) * deltas).to(torch.float64)
+                    integrals[:, j].index_add_(0, sample, contribution)
                 if endpoint_scores:
-                    detached = scores.detach().reshape(len(samples), n_steps, n_outputs).double()
-                    baseline_predictions.index_add_(0, samples, detached[:, 0])
-                    first_path = (torch.arange(begin, begin + len(samples), device=dev) % n_baselines) == 0
-                    predictions.index_add_(0, samples[first_path], detached[first_path, -1])
+                    scores = scores.to(torch.float64)
+                    at_baseline = node == 0
+                    baseline_predictions.index_add_(0, sample[at_baseline], scores[at_baseline])
+                    at_input = (node == n_steps - 1) & (path % n_baselines == 0)
+                    predictions.index_add_(0, sample[at_input], scores[at_input])
         if not endpoint_scores:
-            selection = outputs
-            flat_scores = self.scores(flat_baselines, selection).double()
-            input_scores = self.scores(x, selection).double()
-            if per_sample_output is not None:
-                choice = per_sample_output.to(dev)
-                flat_scores = flat_scores.gather(1, choice[pair_sample].unsqueeze(1))
-                input_scores = input_scores.gather(1, choice.unsqueeze(1))
+            pair_sample = torch.arange(n, device=dev).repeat_interleave(n_baselines)
+            flat_scores = self.scores(baselines.reshape(n * n_baselines, *x.shape[1:]), outputs).double()
+            input_scores = self.scores(x, outputs).double()
+            if choice_of_sample is not None:
+                flat_scores = flat_scores.gather(1, choice_of_sample[pair_sample].unsqueeze(1))
+                input_scores = input_scores.gather(1, choice_of_sample.unsqueeze(1))
             baseline_predictions.index_add_(0, pair_sample, flat_scores)
             predictions = input_scores
         integrals /= n_baselines
         baseline_predictions /= n_baselines
+        if self.readout is not None:
+            projection = self.readout.weight.detach()[outputs].to(torch.float64)
+            integrals = torch.einsum("kh,nhd->nkd", projection, integrals)
         finite = torch.isfinite(integrals).flatten(1).all(dim=1)
         if not bool(finite.all()):
             bad = int(torch.nonzero(~finite)[0]) + first_index
