@@ -103,13 +103,17 @@ class FromData(BaselineSpec):
     shared : bool
         False (default): a fresh draw for every sample, keyed by (seed, sample index). True: one set of M
         distinct samples shared by all samples, which makes Σ IGC = Pearson r exact.
+    at_most_dataset_size : bool
+        Refuse more baselines than the dataset has samples (always true for a shared set). Monte-Carlo runs,
+        which draw one baseline per evaluation point, turn it off.
     """
 
-    def __init__(self, count: int, shared: bool = False) -> None:
+    def __init__(self, count: int, shared: bool = False, *, at_most_dataset_size: bool = True) -> None:
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
             raise InputError(f"the number of dataset baselines must be a positive integer, got {count!r}")
         self.count = int(count)
         self.shared = bool(shared)
+        self.at_most_dataset_size = at_most_dataset_size or self.shared
         self._source: DataSource | None = None
         self._n_samples = 0
         self._seed = 0
@@ -125,7 +129,7 @@ class FromData(BaselineSpec):
         self._source, self._n_samples, self._seed = source, len(source), int(seed)
         if self._n_samples == 0:
             raise InputError("the dataset is empty: there is nothing to draw baselines from")
-        if self.count > self._n_samples:
+        if self.at_most_dataset_size and self.count > self._n_samples:
             raise InputError(
                 f"{self.count} dataset baselines were requested but the dataset has only {self._n_samples} "
                 f"samples; ask for at most {self._n_samples}"
@@ -152,6 +156,44 @@ class FromData(BaselineSpec):
         if self.shared_indices is not None:
             described["indices"] = [int(i) for i in self.shared_indices]
         return described
+
+
+class Resampled(BaselineSpec):
+    """``count`` draws per sample, uniformly with replacement, from the baselines another spec gives it.
+
+    Used by the Monte-Carlo estimator to give every evaluation point its own baseline from a shared set.
+    """
+
+    def __init__(self, inner: BaselineSpec, count: int) -> None:
+        self.inner = inner
+        self.count = int(count)
+        self.shared = False
+        self._seed = 0
+
+    def prepare(self, x_shape: tuple[int, ...], source: DataSource | None, seed: int) -> None:
+        self.inner.prepare(x_shape, source, seed)
+        self._seed = int(seed)
+
+    def for_samples(self, indices: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        pool = self.inner.for_samples(indices, x)
+        choice = keyed_integers(self._seed, pool.shape[1], np.asarray(indices)[:, None], np.arange(self.count)[None],
+                                0x5A3B)
+        rows = torch.arange(len(x), device=x.device).unsqueeze(1)
+        return pool[rows, torch.as_tensor(choice, device=x.device)]
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.inner.describe(), "resampled_per_point": self.count}
+
+
+def per_point_draws(spec: BaselineSpec, n_points: int) -> BaselineSpec:
+    """The baselines of a Monte-Carlo run with ``n_points`` evaluations per sample: one baseline per point.
+
+    Dataset baselines redrawn per sample become ``n_points`` fresh dataset draws; any other set (a constant,
+    explicit baselines, one shared dataset draw) is sampled with replacement at every point.
+    """
+    if isinstance(spec, FromData) and not spec.shared:
+        return FromData(n_points, shared=False, at_most_dataset_size=False)
+    return Resampled(spec, n_points)
 
 
 def _check_drawn(drawn: torch.Tensor, dataset_indices: np.ndarray) -> None:

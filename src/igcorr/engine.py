@@ -29,6 +29,7 @@ from torch import nn
 
 from igcorr.errors import InputError, ModelError, NonFiniteError, ShapeError
 from igcorr.quadrature import Rule
+from igcorr.quadrature import rule as quadrature_rule
 
 ScoreLike = str | Callable[[torch.Tensor], torch.Tensor] | None
 SCORES = ("softmax", "log_softmax")
@@ -54,11 +55,17 @@ class PathIntegrals:
         Attributed score at each input.
     baseline_predictions : Tensor (n, K)
         Attributed score averaged over each sample's baselines.
+    attribution_variance : Tensor (n, K, *x_shape), optional
+        Monte-Carlo estimators only: the estimated variance of each attribution (of the mean over the draws).
+    steps : Tensor (n,), optional
+        Adaptive quadrature only: the number of nodes each sample's paths needed.
     """
 
     attributions: torch.Tensor
     predictions: torch.Tensor
     baseline_predictions: torch.Tensor
+    attribution_variance: torch.Tensor | None = None
+    steps: torch.Tensor | None = None
 
     @property
     def completeness_residual(self) -> torch.Tensor:
@@ -390,7 +397,8 @@ class Engine:
         return looped
 
     def integrate(self, x: torch.Tensor, baselines: torch.Tensor, rule: Rule, outputs: torch.Tensor,
-                  per_sample_output: torch.Tensor | None = None, first_index: int = 0) -> PathIntegrals:
+                  per_sample_output: torch.Tensor | None = None, first_index: int = 0,
+                  path_alphas: torch.Tensor | None = None, with_scores: bool = True) -> PathIntegrals:
         """Integrated gradients of ``x`` from its baselines.
 
         The n·M·S path points (sample, baseline, node) are evaluated in flat chunks of ``chunk_points``; each
@@ -409,19 +417,30 @@ class Engine:
             the result); one vector-Jacobian product per point instead of K.
         first_index : int
             Global index of the first sample, used in error messages.
+        path_alphas : Tensor (n, M), optional
+            Monte-Carlo estimation: each path is a single point at its own α (the rule must have one node of
+            weight 1); the result then carries the variance of each sample's mean over its M draws.
+        with_scores : bool
+            False skips the extra forward passes that rules without end nodes need for f(x) and f(b) (their
+            predictions are then zero); used when refining integrals whose scores are already known.
         """
         n, n_baselines = baselines.shape[:2]
         if tuple(baselines.shape[2:]) != tuple(x.shape[1:]) or len(baselines) != len(x):
             raise ShapeError(f"baselines of shape {tuple(baselines.shape)} do not match inputs {tuple(x.shape)}")
-        readout = self.readout if per_sample_output is None else None
+        if path_alphas is not None and (len(rule.nodes) != 1 or tuple(path_alphas.shape) != (n, n_baselines)):
+            raise ShapeError("Monte-Carlo paths need a one-node rule and one α per (sample, baseline)")
+        # the variance of projected attributions is not the projection of variances: no readout shortcut then
+        readout = self.readout if per_sample_output is None and path_alphas is None else None
         saved_readout, self.readout = self.readout, readout
         try:
-            return self._integrate(x, baselines, rule, outputs, per_sample_output, first_index)
+            return self._integrate(x, baselines, rule, outputs, per_sample_output, first_index, path_alphas,
+                                   with_scores)
         finally:
             self.readout = saved_readout
 
     def _integrate(self, x: torch.Tensor, baselines: torch.Tensor, rule: Rule, outputs: torch.Tensor,
-                   per_sample_output: torch.Tensor | None, first_index: int) -> PathIntegrals:
+                   per_sample_output: torch.Tensor | None, first_index: int,
+                   path_alphas: torch.Tensor | None, with_scores: bool) -> PathIntegrals:
         n, n_baselines = baselines.shape[:2]
         n_steps = len(rule.nodes)
         n_outputs = 1 if per_sample_output is not None else len(outputs)
@@ -431,6 +450,8 @@ class Engine:
         alphas = torch.as_tensor(rule.nodes, dtype=x.dtype, device=dev)
         weights = torch.as_tensor(rule.weights, dtype=x.dtype, device=dev)
         integrals = torch.zeros(n, width, features, dtype=torch.float64, device=dev)
+        squares = torch.zeros_like(integrals) if path_alphas is not None else None
+        flat_alphas = path_alphas.reshape(-1).to(dtype=x.dtype, device=dev) if path_alphas is not None else None
         endpoint_scores = rule.includes_endpoints
         predictions = torch.zeros(n, n_outputs, dtype=torch.float64, device=dev)
         baseline_predictions = torch.zeros(n, n_outputs, dtype=torch.float64, device=dev)
@@ -445,7 +466,8 @@ class Engine:
                 sample = path // n_baselines
                 starts = flat_baselines[path]
                 deltas = flat_x[sample] - starts
-                points = (starts + alphas[node].unsqueeze(1) * deltas).reshape(len(point), *x.shape[1:])
+                alpha = flat_alphas[point] if flat_alphas is not None else alphas[node]
+                points = (starts + alpha.unsqueeze(1) * deltas).reshape(len(point), *x.shape[1:])
                 points.requires_grad_(True)
                 choice = choice_of_sample[sample] if choice_of_sample is not None else None
                 targets, scores = self._gradient_targets(points, outputs, choice)
@@ -457,13 +479,15 @@ class Engine:
                 for j, gradient in gradients:
                     contribution = (gradient.reshape(len(point), features) * deltas).to(torch.float64)
                     integrals[:, j].index_add_(0, sample, contribution)
+                    if squares is not None:
+                        squares[:, j].index_add_(0, sample, contribution.square())
                 if endpoint_scores:
                     scores = scores.to(torch.float64)
                     at_baseline = node == 0
                     baseline_predictions.index_add_(0, sample[at_baseline], scores[at_baseline])
                     at_input = (node == n_steps - 1) & (path % n_baselines == 0)
                     predictions.index_add_(0, sample[at_input], scores[at_input])
-        if not endpoint_scores:
+        if not endpoint_scores and with_scores:
             pair_sample = torch.arange(n, device=dev).repeat_interleave(n_baselines)
             flat_scores = self.scores(baselines.reshape(n * n_baselines, *x.shape[1:]), outputs).double()
             input_scores = self.scores(x, outputs).double()
@@ -474,6 +498,10 @@ class Engine:
             predictions = input_scores
         integrals /= n_baselines
         baseline_predictions /= n_baselines
+        variance = None
+        if squares is not None:
+            spread = (squares / n_baselines - integrals.square()).clamp(min=0)
+            variance = (spread / max(n_baselines - 1, 1)).reshape(n, n_outputs, *x.shape[1:])
         if self.readout is not None:
             projection = self.readout.weight.detach()[outputs].to(torch.float64)
             integrals = torch.einsum("kh,nhd->nkd", projection, integrals)
@@ -484,7 +512,49 @@ class Engine:
                 f"the gradients of sample {bad} are not finite (NaN or Inf) somewhere on its integration path; "
                 "check the model for divisions by zero, log of zero or overflow in its dtype"
             )
-        return PathIntegrals(integrals.reshape(n, n_outputs, *x.shape[1:]), predictions, baseline_predictions)
+        return PathIntegrals(integrals.reshape(n, n_outputs, *x.shape[1:]), predictions, baseline_predictions,
+                             attribution_variance=variance)
+
+
+    def integrate_adaptive(self, x: torch.Tensor, baselines: torch.Tensor, outputs: torch.Tensor, tolerance: float,
+                           start_steps: int = 9, max_steps: int = 1025, first_index: int = 0) -> PathIntegrals:
+        """Integrated gradients refined per sample until the completeness residual is below ``tolerance``.
+
+        Starts with the trapezoid rule on ``start_steps`` nodes; samples whose largest |Σ IG − (f(x) − mean
+        f(b))| over the outputs exceeds ``tolerance`` get their intervals halved, reusing every node already
+        evaluated (the refined trapezoid is the mean of the coarse trapezoid and the midpoint rule), until they
+        pass or would need more than ``max_steps`` nodes. Samples that never pass are kept at the finest rule
+        reached, with a warning. The nodes each sample needed are returned in ``steps``.
+        """
+        coarse = self.integrate(x, baselines, quadrature_rule("trapezoid", start_steps), outputs,
+                                first_index=first_index)
+        attributions = coarse.attributions.clone()
+        steps = torch.full((len(x),), start_steps, dtype=torch.int64, device=x.device)
+        explained = coarse.predictions - coarse.baseline_predictions
+        pending = _residual_exceeds(attributions, explained, tolerance)
+        intervals = start_steps - 1
+        while bool(pending.any()) and 2 * intervals + 1 <= max_steps:
+            chosen = torch.nonzero(pending).reshape(-1)
+            midpoints = self.integrate(x[chosen], baselines[chosen], quadrature_rule("riemann_middle", intervals),
+                                       outputs, first_index=first_index, with_scores=False)
+            attributions[chosen] = 0.5 * (attributions[chosen] + midpoints.attributions)
+            intervals *= 2
+            steps[chosen] = intervals + 1
+            pending = torch.zeros_like(pending)
+            pending[chosen] = _residual_exceeds(attributions[chosen], explained[chosen], tolerance)
+        if bool(pending.any()):
+            warnings.warn(
+                f"{int(pending.sum())} sample(s) from index {first_index} did not reach the completeness tolerance "
+                f"{tolerance:g} within max_steps={max_steps} nodes; raise max_steps or the tolerance",
+                UserWarning, stacklevel=3,
+            )
+        return PathIntegrals(attributions, coarse.predictions, coarse.baseline_predictions, steps=steps)
+
+
+def _residual_exceeds(attributions: torch.Tensor, explained: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """(n,) whether any output's |Σ_i IG − explained| exceeds ``tolerance``."""
+    residual = attributions.flatten(start_dim=2).sum(dim=2) - explained
+    return (residual.abs() > tolerance).any(dim=1)
 
 
 def resolve_outputs(outputs: int | Sequence[int] | None, n_model_outputs: int) -> list[int]:

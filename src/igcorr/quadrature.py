@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from igcorr.errors import InputError
+from igcorr.seeding import keyed_uint64
 
 METHODS = ("trapezoid", "riemann_left", "riemann_right", "riemann_middle", "gausslegendre")
 
@@ -65,3 +67,18 @@ def rule(method: str, n_steps: int) -> Rule:
         nodes = (np.arange(n) + offset) / n
         weights = np.full(n, 1.0 / n)
     return Rule(nodes.astype(np.float64), weights.astype(np.float64))
+
+
+def stratified_nodes(seed: int, indices: np.ndarray, n_points: int) -> torch.Tensor:
+    """Monte-Carlo path positions: for sample ``indices[j]``, point s lies uniformly in [s/S, (s + 1)/S).
+
+    Stratification keeps the estimator unbiased while spreading the points over the whole path. Every value is
+    a pure function of (seed, sample index, s), so it does not depend on batching.
+
+    Returns
+    -------
+    Tensor, float64, shape (len(indices), n_points)
+    """
+    bits = keyed_uint64(seed, np.asarray(indices)[:, None], np.arange(n_points)[None], 0xA1FA)
+    uniform = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return torch.from_numpy((np.arange(n_points)[None] + uniform) / n_points)

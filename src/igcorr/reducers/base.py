@@ -31,6 +31,10 @@ class SampleBatch:
         Attributed score at each input.
     baseline_predictions : Tensor (n, K), optional
         Attributed score averaged over each sample's baselines.
+    attribution_variance : Tensor (n, K, *x_shape), optional
+        Monte-Carlo estimators: the variance of each per-sample attribution estimate.
+    steps : Tensor (n,), optional
+        Adaptive quadrature: quadrature nodes each sample needed.
     """
 
     indices: torch.Tensor
@@ -39,6 +43,8 @@ class SampleBatch:
     attributions: torch.Tensor | None = None
     predictions: torch.Tensor | None = None
     baseline_predictions: torch.Tensor | None = None
+    attribution_variance: torch.Tensor | None = None
+    steps: torch.Tensor | None = None
 
 
 @dataclass

@@ -51,6 +51,11 @@ class CorrelationReducer(Reducer):
         self.scalars = CoMoment()
         self.residual_sum: torch.Tensor | None = None
         self.residual_max: torch.Tensor | None = None
+        # Monte-Carlo error: Σ_n v_n t_n², Σ_n v_n t_n, Σ_n v_n with v the variance of each sample's estimate
+        self.variance_sums: torch.Tensor | None = None
+        # adaptive quadrature: Σ_n steps_n and max_n steps_n
+        self.steps_sum: torch.Tensor | None = None
+        self.steps_max: torch.Tensor | None = None
 
     def update(self, batch: SampleBatch) -> None:
         if batch.attributions is None or batch.predictions is None or batch.baseline_predictions is None:
@@ -67,6 +72,19 @@ class CorrelationReducer(Reducer):
         else:
             self.residual_sum = self.residual_sum + batch_sum
             self.residual_max = torch.maximum(self.residual_max, batch_max)
+        if batch.attribution_variance is not None:
+            variance = batch.attribution_variance.flatten(start_dim=2).to(torch.float64)
+            powers = torch.stack([target.square(), target, torch.ones_like(target)], dim=0).unsqueeze(3)
+            sums = (powers * variance.unsqueeze(0)).sum(dim=1)
+            self.variance_sums = sums if self.variance_sums is None else self.variance_sums + sums
+        if batch.steps is not None:
+            steps = batch.steps.to(torch.float64)
+            batch_steps = torch.stack([steps.sum(), steps.max()])
+            if self.steps_sum is None:
+                self.steps_sum, self.steps_max = batch_steps[0], batch_steps[1]
+            else:
+                self.steps_sum, self.steps_max = self.steps_sum + batch_steps[0], torch.maximum(self.steps_max,
+                                                                                                batch_steps[1])
 
     def merge(self, other: "CorrelationReducer") -> None:
         self.attribution_target.merge(other.attribution_target)
@@ -77,11 +95,21 @@ class CorrelationReducer(Reducer):
             else:
                 self.residual_sum = self.residual_sum + other.residual_sum
                 self.residual_max = torch.maximum(self.residual_max, other.residual_max)
+        if other.variance_sums is not None:
+            self.variance_sums = other.variance_sums.clone() if self.variance_sums is None else (
+                self.variance_sums + other.variance_sums)
+        if other.steps_sum is not None:
+            if self.steps_sum is None:
+                self.steps_sum, self.steps_max = other.steps_sum.clone(), other.steps_max.clone()
+            else:
+                self.steps_sum = self.steps_sum + other.steps_sum
+                self.steps_max = torch.maximum(self.steps_max, other.steps_max)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {**self.attribution_target.state_dict("attribution_target."), **self.scalars.state_dict("scalars.")}
-        if self.residual_sum is not None:
-            state["residual_sum"], state["residual_max"] = self.residual_sum, self.residual_max
+        optional = {"residual_sum": self.residual_sum, "residual_max": self.residual_max,
+                    "variance_sums": self.variance_sums, "steps_sum": self.steps_sum, "steps_max": self.steps_max}
+        state.update({name: value for name, value in optional.items() if value is not None})
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -89,6 +117,9 @@ class CorrelationReducer(Reducer):
         self.scalars.load_state_dict(state, "scalars.")
         self.residual_sum = state.get("residual_sum")
         self.residual_max = state.get("residual_max")
+        self.variance_sums = state.get("variance_sums")
+        self.steps_sum = state.get("steps_sum")
+        self.steps_max = state.get("steps_max")
 
     def compute(self) -> Computed:
         covariance = self.scalars.covariance()
@@ -112,4 +143,14 @@ class CorrelationReducer(Reducer):
             "target_std": target_std,
             "prediction_std": prediction_std,
         }
-        return Computed(maps=maps, diagnostics=diagnostics)
+        extra_maps = {}
+        if self.variance_sums is not None:
+            # Var(map_i) = Σ_n (t_n − t̄)² v_{n,i} / (N σ_t σ_ŷ)², expanded in the three accumulated sums
+            mean_target = self.attribution_target.mean_b
+            squares, linear, plain = self.variance_sums
+            spread = (squares - 2 * mean_target * linear + mean_target.square() * plain).clamp(min=0)
+            extra_maps["standard_error"] = spread.sqrt() / (count * scale.unsqueeze(1))
+        if self.steps_sum is not None:
+            diagnostics["steps_mean"] = (self.steps_sum / count).expand(len(self.outputs)).clone()
+            diagnostics["steps_max"] = self.steps_max.expand(len(self.outputs)).clone()
+        return Computed(maps=maps, extra_maps=extra_maps, diagnostics=diagnostics)
