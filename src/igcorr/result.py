@@ -7,11 +7,14 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from igcorr.errors import ResultFileError
+
+if TYPE_CHECKING:
+    from igcorr.regions import RegionTable
 
 FORMAT_VERSION = 1
 
@@ -95,6 +98,28 @@ class Result:
     def __repr__(self) -> str:
         return (f"Result(method={self.method!r}, maps shape={self.maps.shape}, "
                 f"diagnostics={sorted(self.diagnostics)}, extra_maps={sorted(self.extra_maps)})")
+
+    def region_sums(self, regions: Any, total: Any = None) -> "RegionTable":
+        """Sum every map over regions: the region's sum, its share of the map's total, its per-component mean.
+
+        For IGC a region's sum is the part of the correlation it carries, and its share is that part relative
+        to Σ map.
+
+        Parameters
+        ----------
+        regions : bool mask (x_shape or broadcastable), stack of masks (R, ...), integer label map (0 =
+            background), or dict name → mask
+        total : float or (K,) array, optional
+            Denominator of the share column (default: each map's sum).
+
+        Returns
+        -------
+        RegionTable
+            One row per (map row k, region) with columns output, region, sum, share, mean, size.
+        """
+        from igcorr.regions import region_sums
+
+        return region_sums(self.maps, regions, total=total)
 
     def plot(self, **kwargs: Any):
         """Figure of the maps on a shared symmetric colour scale; see :func:`igcorr.plotting.plot_maps`."""
