@@ -1,7 +1,7 @@
 """igcorr: dataset-wise attribution of deep networks (Integrated Gradient Correlation and its family)."""
 
 from igcorr import baselines
-from igcorr.dataset_methods import IGC
+from igcorr.dataset_methods import BSC, IGC, IGaC, IGMoments, NaiveCorrelation, NaiveTTest
 from igcorr.errors import (
     ConstantTargetError,
     IgcorrError,
@@ -11,18 +11,24 @@ from igcorr.errors import (
     ResultFileError,
     ShapeError,
 )
-from igcorr.methods import IntegratedGradients
+from igcorr.methods import BaselineShapley, IntegratedGradients
 from igcorr.result import Result, load
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BSC",
+    "BaselineShapley",
     "IGC",
+    "IGMoments",
+    "IGaC",
     "ConstantTargetError",
     "IgcorrError",
     "InputError",
     "IntegratedGradients",
     "ModelError",
+    "NaiveCorrelation",
+    "NaiveTTest",
     "NonFiniteError",
     "Result",
     "ResultFileError",

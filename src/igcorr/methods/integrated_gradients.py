@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
-from igcorr import baselines as baseline_forms
 from igcorr.data import as_tensor, check_finite
-from igcorr.engine import Engine, ScoreLike, resolve_outputs
-from igcorr.errors import InputError, ShapeError
+from igcorr.engine import Engine, ScoreLike
+from igcorr.errors import ShapeError
+from igcorr.methods.common import per_sample_baselines, resolve_targets
 from igcorr.quadrature import rule as quadrature_rule
 
 
@@ -68,56 +67,16 @@ class IntegratedGradients:
             raise ShapeError("inputs must be a non-empty batch of shape (n, *x_shape)")
         check_finite(inputs, "input")
         if chunk_points is not None:
-            self.engine.chunk_points = chunk_points
+            self.engine.fixed_chunk_points = chunk_points
         rule = quadrature_rule(method, n_steps)
         with self.engine.frozen():
             x = self.engine.prepare_inputs(inputs)
             n_outputs = self.engine.n_model_outputs(x)
-            outputs, per_sample = self._targets(target, n_outputs, len(x), x.device)
-            stack = self._baselines(baselines, x)
+            outputs, per_sample = resolve_targets(target, n_outputs, len(x), x.device)
+            self.engine.configure(x, outputs)
+            stack = per_sample_baselines(baselines, x)
             integrals = self.engine.integrate(x, stack, rule, outputs, per_sample_output=per_sample)
         attributions = integrals.attributions[:, 0].to(device=inputs.device, dtype=inputs.dtype)
         if not return_convergence_delta:
             return attributions
         return attributions, integrals.completeness_residual[:, 0].to(device=inputs.device, dtype=inputs.dtype)
-
-    @staticmethod
-    def _targets(target: Any, n_outputs: int, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if target is None:
-            if n_outputs != 1:
-                raise InputError(f"the model has {n_outputs} outputs: pass target=<index> (or one index per sample)")
-            return torch.zeros(1, dtype=torch.int64, device=device), None
-        if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-            return torch.as_tensor(resolve_outputs(int(target), n_outputs), device=device), None
-        indices = as_tensor(target, "target").reshape(-1)
-        if indices.is_floating_point() or len(indices) != n:
-            raise ShapeError(f"target must be an int or {n} integer indices (one per sample), got {tuple(indices.shape)}")
-        resolved = [resolve_outputs(int(t), n_outputs)[0] for t in indices.tolist()]
-        return torch.arange(n_outputs, device=device), torch.as_tensor(resolved, device=device)
-
-    @staticmethod
-    def _baselines(baselines: Any, x: torch.Tensor) -> torch.Tensor:
-        """Baselines as (n, M, *x_shape)."""
-        x_shape = tuple(x.shape[1:])
-        if isinstance(baselines, baseline_forms.FromData):
-            raise InputError("per-sample IG takes explicit baselines; draw them from your data and pass a tensor")
-        if baselines is None or isinstance(baselines, (float, int, baseline_forms.BaselineSpec)) and not isinstance(baselines, bool):
-            spec = baseline_forms.resolve(float(baselines) if isinstance(baselines, int) else baselines)
-            spec.prepare(x_shape, None, 0)
-            return spec.for_samples(np.arange(len(x)), x)
-        tensor = as_tensor(baselines, "baselines")
-        check_finite(tensor.reshape(1, -1), "baselines")
-        tensor = tensor.to(device=x.device, dtype=x.dtype)
-        shape = tuple(tensor.shape)
-        if shape == x_shape:
-            return tensor.expand(len(x), 1, *x_shape)
-        if shape == (1,) + x_shape:
-            return tensor.unsqueeze(0).expand(len(x), 1, *x_shape)
-        if shape == (len(x),) + x_shape:
-            return tensor.unsqueeze(1)
-        if len(shape) == len(x_shape) + 2 and shape[0] == len(x) and shape[2:] == x_shape:
-            return tensor
-        raise ShapeError(
-            f"baselines of shape {shape} do not fit inputs of shape {tuple(x.shape)}: give {x_shape}, "
-            f"(1, *x_shape), (n, *x_shape), (n, M, *x_shape), or igcorr.baselines.Shared(stack of (M, *x_shape))"
-        )

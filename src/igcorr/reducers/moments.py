@@ -1,0 +1,94 @@
+"""The moments reducer behind IG moments: mean and standard deviation of per-sample attributions.
+
+For per-sample attributions A_{n,k,i} the reducer keeps, per output k and input component i, the mean
+(1/N) Σ_n A_{n,k,i} and the population standard deviation sqrt((1/N) Σ_n (A_{n,k,i} − mean)²) — a true
+standard deviation, not the variance. Both come from one :class:`~igcorr.reducers.base.CoMoment` of the
+attributions with themselves, so batches and partial reducers combine exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from igcorr.errors import InputError
+from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch
+
+
+class MomentsReducer(Reducer):
+    """Streaming mean and standard deviation (ddof = 0) over samples of per-sample attributions.
+
+    Parameters
+    ----------
+    outputs : list of int
+        Model output indices (for messages).
+
+    Notes
+    -----
+    ``compute()`` returns ``maps`` = the mean (K, D), ``extra_maps["std"]`` = the standard deviation (K, D), and
+    per-output diagnostics (K,): ``prediction_mean``, ``baseline_prediction_mean``, ``map_sum`` (Σ_i mean,
+    which equals prediction_mean − baseline_prediction_mean up to the attribution's completeness error) and
+    ``completeness_mean`` / ``completeness_max`` of |Σ_i A_{n,k,i} − (ŷ_{n,k} − f̄_k(B_n))| over samples.
+    """
+
+    def __init__(self, outputs: list[int]) -> None:
+        self.outputs = list(outputs)
+        # a = b = the attributions: the co-moment is the sum of squared deviations (the mean is kept twice)
+        self.attributions = CoMoment()
+        # a = predictions, b = mean baseline predictions: only their means are used
+        self.scores = CoMoment()
+        self.residual_sum: torch.Tensor | None = None
+        self.residual_max: torch.Tensor | None = None
+
+    def update(self, batch: SampleBatch) -> None:
+        """Fold a batch with ``attributions`` (n, K, *x_shape), ``predictions`` and ``baseline_predictions`` (n, K)."""
+        if batch.attributions is None or batch.predictions is None or batch.baseline_predictions is None:
+            raise InputError("the moments reducer needs attributions, predictions and baseline predictions")
+        attributions = batch.attributions.flatten(start_dim=2).to(torch.float64)
+        self.attributions.update(attributions, attributions)
+        self.scores.update(batch.predictions, batch.baseline_predictions)
+        residual = (attributions.sum(dim=2) - (batch.predictions - batch.baseline_predictions)).abs()
+        batch_sum, batch_max = residual.sum(dim=0), residual.max(dim=0).values
+        if self.residual_sum is None:
+            self.residual_sum, self.residual_max = batch_sum, batch_max
+        else:
+            self.residual_sum = self.residual_sum + batch_sum
+            self.residual_max = torch.maximum(self.residual_max, batch_max)
+
+    def merge(self, other: "MomentsReducer") -> None:
+        """Fold another moments reducer (same outputs, other samples) into this one."""
+        self.attributions.merge(other.attributions)
+        self.scores.merge(other.scores)
+        if other.residual_sum is not None:
+            if self.residual_sum is None:
+                self.residual_sum, self.residual_max = other.residual_sum.clone(), other.residual_max.clone()
+            else:
+                self.residual_sum = self.residual_sum + other.residual_sum
+                self.residual_max = torch.maximum(self.residual_max, other.residual_max)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The state as named float64/int64 tensors."""
+        state = {**self.attributions.state_dict("attributions."), **self.scores.state_dict("scores.")}
+        if self.residual_sum is not None:
+            state["residual_sum"], state["residual_max"] = self.residual_sum, self.residual_max
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a state produced by :meth:`state_dict`."""
+        self.attributions.load_state_dict(state, "attributions.")
+        self.scores.load_state_dict(state, "scores.")
+        self.residual_sum = state.get("residual_sum")
+        self.residual_max = state.get("residual_max")
+
+    def compute(self) -> Computed:
+        """Mean map (K, D), ``extra_maps["std"]`` (K, D) and per-output diagnostics (K,)."""
+        variance = self.attributions.covariance()
+        mean = self.attributions.mean_a
+        count = self.attributions.count
+        diagnostics = {
+            "prediction_mean": self.scores.mean_a,
+            "baseline_prediction_mean": self.scores.mean_b,
+            "map_sum": mean.sum(dim=1),
+            "completeness_mean": self.residual_sum / count,
+            "completeness_max": self.residual_max,
+        }
+        return Computed(maps=mean, extra_maps={"std": variance.clamp(min=0).sqrt()}, diagnostics=diagnostics)
