@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.igcorr-installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/igcorr demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_igc.py --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) igcorr-out .pytest_cache

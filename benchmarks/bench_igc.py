@@ -1,0 +1,286 @@
+"""Speed and accuracy of igcorr's IGC engine against a Captum pipeline and a bare floor loop.
+
+Workloads (sizes scale with --scale):
+  W1  28×28 single-channel CNN (two conv + two linear layers), 10 outputs, N=512, M=8 shared dataset baselines
+  W2  the synthetic benchmark's 64×64 trained model (MLP option), 1 output, N=1,000, M=8
+  W3  an encoding model with K=2,000 outputs behind a final linear layer of width 64, N=256
+
+Every contender computes the same IGC map (same baselines, same targets) in the same process with the same
+threads. Reported: seconds, time ratios, and each map's relative L2 error against a converged map (Gauss–Legendre
+with many nodes, same baselines).
+
+    python benchmarks/bench_igc.py [--scale 1.0] [--workloads W1 W2 W3] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+import igcorr
+from igcorr.quadrature import rule as quadrature_rule
+
+
+# ----------------------------------------------------------------------------- workloads
+class CNN28(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class Encoder(nn.Module):
+    def __init__(self, n_outputs: int = 2000, width: int = 64) -> None:
+        super().__init__()
+        self.core = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16, 256), nn.GELU(), nn.Linear(256, width), nn.GELU())
+        self.readout = nn.Linear(width, n_outputs)
+
+    def forward(self, x):
+        return self.readout(self.core(x))
+
+
+@dataclass
+class Workload:
+    name: str
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    baselines: torch.Tensor  # (M, *x_shape), shared by every contender
+    score: str | None
+    captum_outputs: int  # outputs the Captum pipeline attributes (all, or a subset for W3)
+
+
+def make_workload(name: str, scale: float, seed: int = 0) -> Workload:
+    from igcorr.benchmarks.synthetic import SyntheticDataset, generate_images
+    from igcorr.benchmarks.synthetic_models import train_model, trainable_model
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    if name == "W1":
+        n = max(16, int(512 * scale))
+        model = CNN28().eval()
+        x = generate_images(seed, np.arange(n), size=28)
+        y = torch.randperm(n, generator=generator) % 10  # balanced labels (every class varies)
+        baselines = generate_images(seed + 1, np.arange(8), size=28)
+        return Workload(name, model, x, y, baselines, "softmax", 10)
+    if name == "W2":
+        n = max(16, int(1000 * scale))
+        train = SyntheticDataset("B", 2000, seed=seed + 10)
+        model = trainable_model("mlp", "B", seed=seed)
+        train_model(model, train, epochs=15, batch_size=64, lr=1e-3, seed=seed, progress=False)
+        evaluation = SyntheticDataset("B", n, seed=seed + 20, standardize=(train.target_mean, train.target_std))
+        x, y = evaluation.get_batch(np.arange(n))
+        baselines = generate_images(seed + 30, np.arange(8))
+        return Workload(name, model.eval(), x, y, baselines, None, 1)
+    if name == "W3":
+        n = max(16, int(256 * scale))
+        model = Encoder().eval()
+        x = torch.randn(n, 1, 16, 16, generator=generator)
+        with torch.no_grad():
+            y = model(x) + torch.randn(n, 2000, generator=generator)
+        baselines = torch.randn(8, 1, 16, 16, generator=generator)
+        return Workload(name, model, x, y, baselines, None, 20)
+    raise ValueError(name)
+
+
+# ----------------------------------------------------------------------------- contenders
+def igc_from_ig(ig: np.ndarray, predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """IGC map from per-sample IG (N, K, D), predictions (N, K), targets (N, K)."""
+    centred = targets - targets.mean(axis=0)
+    scale = targets.std(axis=0) * predictions.std(axis=0)
+    return np.einsum("nkd,nk->kd", ig, centred) / len(targets) / scale[:, None]
+
+
+def encoded_targets(workload: Workload, n_outputs: int) -> np.ndarray:
+    y = workload.y
+    if y.ndim == 1 and not y.is_floating_point():
+        return nn.functional.one_hot(y, n_outputs).double().numpy()
+    return y.reshape(len(y), -1).double().numpy()
+
+
+def scores_of(workload: Workload, x: torch.Tensor) -> torch.Tensor:
+    out = workload.model(x)
+    return torch.softmax(out, dim=1) if workload.score == "softmax" else out
+
+
+def run_igcorr(workload: Workload, n_steps: int, method: str = "trapezoid", **options) -> tuple[np.ndarray, float, dict]:
+    engine_options = {key: options.pop(key) for key in ("readout", "output_strategy") if key in options}
+    started = time.perf_counter()
+    result = igcorr.IGC(workload.model, score=workload.score, **engine_options).attribute(
+        (workload.x, workload.y), baselines=igcorr.baselines.Shared(workload.baselines), n_steps=n_steps,
+        method=method, progress=False, **options)
+    return result.maps.reshape(len(result.maps), -1), time.perf_counter() - started, result.metadata["engine"]
+
+
+def run_floor(workload: Workload, n_steps: int, chunk: int) -> tuple[np.ndarray, float]:
+    """One forward per path point and K plain backward passes; nothing else."""
+    model, x, baselines = workload.model, workload.x, workload.baselines
+    nodes, weights = quadrature_rule("trapezoid", n_steps)
+    alphas = torch.as_tensor(nodes, dtype=x.dtype)
+    weight = torch.as_tensor(weights, dtype=x.dtype)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    started = time.perf_counter()
+    n, m, d = len(x), len(baselines), x[0].numel()
+    with torch.no_grad():
+        first = scores_of(workload, x[:1])
+    k_out = first.shape[1]
+    ig = torch.zeros(n, k_out, d, dtype=torch.float64)
+    flat_x, flat_b = x.reshape(n, d), baselines.reshape(m, d)
+    total = n * m * n_steps
+    for begin in range(0, total, chunk):
+        point = torch.arange(begin, min(begin + chunk, total))
+        pair, node = point // n_steps, point % n_steps
+        sample, base = pair // m, pair % m
+        delta = flat_x[sample] - flat_b[base]
+        points = (flat_b[base] + alphas[node, None] * delta).reshape(len(point), *x.shape[1:]).requires_grad_(True)
+        out = scores_of(workload, points)
+        for k in range(k_out):
+            (grad,) = torch.autograd.grad(out[:, k], points, grad_outputs=weight[node], retain_graph=k < k_out - 1)
+            ig[:, k].index_add_(0, sample, (grad.reshape(len(point), d) * delta).double())
+    ig /= m
+    with torch.no_grad():
+        predictions = scores_of(workload, x).double().numpy()
+    seconds = time.perf_counter() - started
+    targets = encoded_targets(workload, k_out)
+    return igc_from_ig(ig.numpy(), predictions, targets), seconds
+
+
+def run_captum(workload: Workload, n_steps: int, outputs: int, method: str = "riemann_trapezoid") -> tuple[np.ndarray, float]:
+    """The pipeline a Captum user writes: IntegratedGradients per baseline and per target, then the weighting."""
+    from captum.attr import IntegratedGradients
+
+    model, x = workload.model, workload.x
+    forward = (lambda inputs: torch.softmax(model(inputs), dim=1)) if workload.score == "softmax" else model
+    explainer = IntegratedGradients(forward)
+    started = time.perf_counter()
+    n, d = len(x), x[0].numel()
+    ig = np.zeros((n, outputs, d))
+    for baseline in workload.baselines:
+        for k in range(outputs):
+            attribution = explainer.attribute(x, baselines=baseline.unsqueeze(0), target=k, n_steps=n_steps,
+                                              method=method, internal_batch_size=512)
+            ig[:, k] += attribution.detach().reshape(n, d).double().numpy()
+    ig /= len(workload.baselines)
+    if method == "riemann_trapezoid":
+        ig *= n_steps / (n_steps - 1)  # undo Captum's (n−1)/n trapezoid bias
+    with torch.no_grad():
+        predictions = scores_of(workload, x).double().numpy()[:, :outputs]
+    seconds = time.perf_counter() - started
+    targets = encoded_targets(workload, scores_of(workload, x[:1]).shape[1])[:, :outputs]
+    return igc_from_ig(ig, predictions, targets), seconds
+
+
+def relative_error(candidate: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.linalg.norm(candidate - reference) / np.linalg.norm(reference))
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def bench(workload: Workload, steps: int, reference_steps: int) -> dict:
+    rows: dict[str, dict] = {}
+    reference, _, _ = run_igcorr(workload, reference_steps, method="gausslegendre")
+    k_captum = workload.captum_outputs
+
+    def record(name: str, maps: np.ndarray, seconds: float, **extra) -> None:
+        rows[name] = {"seconds": seconds, "error": relative_error(maps, reference[: len(maps)]), **extra}
+
+    maps, seconds, engine = run_igcorr(workload, steps)
+    record(f"igcorr trapezoid {steps}", maps, seconds, engine=engine)
+    if workload.name != "W3":
+        floors = {chunk: run_floor(workload, steps, chunk) for chunk in (256, 512, 1024, 2048)}
+        best_chunk = min(floors, key=lambda c: floors[c][1])
+        record(f"floor trapezoid {steps}", floors[best_chunk][0], floors[best_chunk][1], chunk=best_chunk,
+               all_chunks={c: v[1] for c, v in floors.items()})
+        maps, seconds = run_captum(workload, steps, k_captum)
+        record(f"captum trapezoid {steps}", maps, seconds)
+        for small in (4, 6, 8, 12, 16):
+            maps, seconds, _ = run_igcorr(workload, small, method="gausslegendre")
+            record(f"igcorr gausslegendre {small}", maps, seconds)
+            if rows[f"igcorr gausslegendre {small}"]["error"] <= 0.01:
+                break
+    else:
+        maps, seconds, engine = run_igcorr(workload, steps, readout=False)
+        record(f"igcorr trapezoid {steps} without readout", maps, seconds, engine=engine)
+        maps, seconds = run_captum(workload, steps, k_captum)
+        rows[f"captum trapezoid {steps}, {k_captum} of {reference.shape[0]} outputs"] = {
+            "seconds": seconds, "error": relative_error(maps, reference[:k_captum]),
+            "extrapolated_seconds_all_outputs": seconds * reference.shape[0] / k_captum}
+    return rows
+
+
+def ratios(name: str, rows: dict, steps: int) -> dict:
+    ours = rows[f"igcorr trapezoid {steps}"]["seconds"]
+    found: dict[str, float] = {}
+    if name != "W3":
+        found["igcorr / best floor (equal points)"] = ours / rows[f"floor trapezoid {steps}"]["seconds"]
+        found["captum / igcorr (equal points)"] = rows[f"captum trapezoid {steps}"]["seconds"] / ours
+        accurate = [k for k, v in rows.items() if k.startswith("igcorr gausslegendre") and v["error"] <= 0.01]
+        if accurate:
+            found["captum 64 steps / igcorr at ≤1 % error"] = (
+                rows[f"captum trapezoid {steps}"]["seconds"] / rows[accurate[0]]["seconds"])
+    else:
+        found["without / with readout shortcut"] = rows[f"igcorr trapezoid {steps} without readout"]["seconds"] / ours
+        captum = next(v for k, v in rows.items() if k.startswith("captum"))
+        found["captum (extrapolated to all outputs) / igcorr"] = captum["extrapolated_seconds_all_outputs"] / ours
+    return found
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# IGC engine benchmark", "",
+             f"torch {report['torch']}, {report['threads']} threads, scale {report['scale']}, {report['steps']} steps, "
+             f"reference: Gauss–Legendre {report['reference_steps']} nodes", ""]
+    for name, workload in report["workloads"].items():
+        lines += [f"## {name}: {workload['description']}", "", "| contender | seconds | rel. L2 error |", "|---|---|---|"]
+        for contender, row in workload["rows"].items():
+            lines.append(f"| {contender} | {row['seconds']:.2f} | {row['error']:.2e} |")
+        lines += ["", "| ratio | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in workload["ratios"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+DESCRIPTIONS = {
+    "W1": "28×28 CNN, 10 outputs (softmax), M=8 shared baselines",
+    "W2": "64×64 synthetic benchmark B, trained MLP, 1 output, M=8 shared baselines",
+    "W3": "encoding model, 2,000 outputs behind a linear readout of width 64, M=8 shared baselines",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of each workload's N (default 1)")
+    parser.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3"])
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--reference-steps", type=int, default=128)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "scale": args.scale,
+              "steps": args.steps, "reference_steps": args.reference_steps, "machine": platform.machine(),
+              "workloads": {}}
+    for name in args.workloads:
+        workload = make_workload(name, args.scale)
+        rows = bench(workload, args.steps, args.reference_steps)
+        report["workloads"][name] = {"description": DESCRIPTIONS[name], "n": len(workload.x), "rows": rows,
+                                     "ratios": ratios(name, rows, args.steps)}
+        print(markdown({**report, "workloads": {name: report["workloads"][name]}}), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "igc_engine.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "igc_engine.md").write_text(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
