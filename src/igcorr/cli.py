@@ -1,16 +1,34 @@
-"""The ``igcorr`` command line."""
+"""The ``igcorr`` command line: ``demo``, ``run`` and ``report``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import logging
 import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from igcorr.errors import InputError
+
+#: command-line method names → public classes of igcorr
+METHODS = {"igc": "IGC", "igac": "IGaC", "ig-moments": "IGMoments", "naive-correlation": "NaiveCorrelation",
+           "naive-ttest": "NaiveTTest", "bsc": "BSC"}
+
+#: options of ``igcorr run`` that a config file may set, with their types
+RUN_OPTIONS = {"model": str, "weights": str, "data": str, "method": str, "baselines": str, "steps": int,
+               "quadrature": str, "tolerance": float, "max_steps": int, "estimator": str, "outputs": str,
+               "score": str, "batch_size": int, "seed": int, "regions": str, "permutations": int,
+               "bootstrap": int, "checkpoint": str, "checkpoint_every": float, "out": str}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="igcorr", description="Dataset-wise attribution of deep networks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True)
+
     demo = commands.add_parser("demo", help="train a CNN on the bundled digits and write per-class IGC maps")
     demo.add_argument("--out", default="igcorr-out/demo", help="output folder (default: igcorr-out/demo)")
     demo.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
@@ -18,22 +36,189 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--baselines", type=int, default=8, help="shared dataset baselines (default: 8)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    run = commands.add_parser(
+        "run", help="attribute your own model and data",
+        description="Build a model and a dataset from your code and run a dataset-wise method on them. Every "
+                    "option can also come from a TOML file (--config) with the same names (underscores for "
+                    "dashes); command-line options win.")
+    run.add_argument("--config", help="TOML file with any of the options below")
+    run.add_argument("--model", help="PKG.MODULE:FACTORY returning an nn.Module (or the module object itself)")
+    run.add_argument("--weights", help="state_dict file loaded into the model")
+    run.add_argument("--data", help="PKG.MODULE:FACTORY returning an (X, Y) pair, a Dataset or a DataLoader")
+    run.add_argument("--method", choices=sorted(METHODS), help="dataset-wise method (default: igc)")
+    run.add_argument("--baselines", help="'zero', a number (constant), 'N' (N dataset draws per sample) or "
+                                         "'shared:N' (one shared draw of N)")
+    run.add_argument("--steps", type=int, help="quadrature nodes per path (start value with --tolerance)")
+    run.add_argument("--quadrature", help="trapezoid, riemann_left, riemann_right, riemann_middle, gausslegendre")
+    run.add_argument("--tolerance", type=float, help="adaptive quadrature: completeness tolerance")
+    run.add_argument("--max-steps", type=int, help="adaptive quadrature: most nodes per path")
+    run.add_argument("--estimator", choices=["quadrature", "montecarlo"])
+    run.add_argument("--outputs", help="comma-separated output indices (default: all)")
+    run.add_argument("--score", choices=["output", "softmax", "log_softmax"], help="attributed score")
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--regions", help=".npy mask/stack/label map or .npz of named masks: region table")
+    run.add_argument("--permutations", type=int, help="permutation test with this many permutations")
+    run.add_argument("--bootstrap", type=int, help="bootstrap intervals with this many replicates")
+    run.add_argument("--checkpoint", help="checkpoint file: resume an interrupted run with the same arguments")
+    run.add_argument("--checkpoint-every", type=float, help="seconds between checkpoint writes (default 300)")
+    run.add_argument("--out", help="output folder (default: igcorr-out/run)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    report = commands.add_parser("report", help="redraw figures and the summary of a saved result")
+    report.add_argument("result", help="a result .npz written by igcorr")
+    report.add_argument("--out", help="output folder (default: the result's folder)")
+    report.add_argument("--regions", help=".npy or .npz regions for a region table")
     return parser
+
+
+def load_object(spec: str, what: str) -> Any:
+    """Import ``PKG.MODULE:NAME`` and return the attribute, called with no arguments if it is a factory."""
+    if not spec or ":" not in spec:
+        raise InputError(f"{what} must be given as PKG.MODULE:FACTORY (e.g. mypackage.models:build), got {spec!r}")
+    module_name, _, attribute = spec.partition(":")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # let users point at modules in the folder they run from
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise InputError(f"cannot import {module_name!r} for the {what}: {error}") from error
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise InputError(f"{module_name} has no attribute {attribute!r} (the {what} factory)")
+        target = getattr(target, part)
+    import torch
+
+    if callable(target) and not isinstance(target, torch.nn.Module) and (inspect.isfunction(target)
+                                                                          or inspect.isclass(target)):
+        target = target()
+    return target
+
+
+def parse_baselines(text: str | None) -> Any:
+    """'zero' → None, a float → constant, 'N' → N dataset draws per sample, 'shared:N' → one shared draw."""
+    from igcorr.baselines import FromData
+
+    if text is None or text == "zero":
+        return None
+    if text.startswith("shared:"):
+        return FromData(int(text.split(":", 1)[1]), shared=True)
+    if text.isdigit():
+        return int(text)
+    try:
+        return float(text)
+    except ValueError as error:
+        raise InputError(f"--baselines must be 'zero', a number, N or 'shared:N', got {text!r}") from error
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge the config file and the command line (the command line wins)."""
+    options: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as handle:
+                config = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise InputError(f"cannot read the config file {args.config}: {error}") from error
+        unknown = sorted(set(config) - set(RUN_OPTIONS))
+        if unknown:
+            raise InputError(f"unknown option(s) {unknown} in {args.config}; known: {sorted(RUN_OPTIONS)}")
+        options.update({key: RUN_OPTIONS[key](value) if key != "outputs" else value for key, value in config.items()})
+    for key in RUN_OPTIONS:
+        value = getattr(args, key, None)
+        if value is not None:
+            options[key] = value
+    for required in ("model", "data"):
+        if not options.get(required):
+            raise InputError(f"igcorr run needs --{required} (or '{required} = ...' in the config file)")
+    return options
+
+
+def command_run(args: argparse.Namespace) -> int:
+    import igcorr
+    import torch
+
+    from igcorr.report import load_regions, write_report
+
+    options = run_options(args)
+    model = load_object(options["model"], "model")
+    if options.get("weights"):
+        state = torch.load(options["weights"], map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    data = load_object(options["data"], "data")
+    method_name = options.get("method", "igc")
+    if method_name not in METHODS:
+        raise InputError(f"unknown method {method_name!r}; choose one of {sorted(METHODS)}")
+    method_class = getattr(igcorr, METHODS[method_name], None)
+    if method_class is None:
+        raise InputError(f"this igcorr has no {METHODS[method_name]} method")
+    score = options.get("score")
+    method = method_class(model, score=None if score in (None, "output") else score)
+    regions = load_regions(options["regions"]) if options.get("regions") else None
+    outputs = options.get("outputs")
+    if isinstance(outputs, str):
+        outputs = [int(part) for part in outputs.split(",") if part.strip()]
+    wanted = {
+        "baselines": parse_baselines(options.get("baselines")) if "baselines" in options else None,
+        "n_steps": options.get("steps"), "method": options.get("quadrature"), "tolerance": options.get("tolerance"),
+        "max_steps": options.get("max_steps"), "estimator": options.get("estimator"), "outputs": outputs,
+        "batch_size": options.get("batch_size"), "seed": options.get("seed"),
+        "permutations": options.get("permutations"), "bootstrap": options.get("bootstrap"),
+        "regions": regions if options.get("permutations") or options.get("bootstrap") else None,
+        "checkpoint": options.get("checkpoint"), "checkpoint_every": options.get("checkpoint_every"),
+    }
+    accepted = inspect.signature(method.attribute).parameters
+    given = {key: value for key, value in wanted.items() if value is not None}
+    refused = sorted(set(given) - set(accepted))
+    if refused:
+        raise InputError(f"the {method_name} method does not take {refused}; its options: {sorted(accepted)}")
+    result = method.attribute(data, progress=not args.no_progress, **given)
+    written = write_report(result, options.get("out", "igcorr-out/run"), regions=regions)
+    print(result.summary())
+    print("wrote " + ", ".join(str(path) for path in written.values()))
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    import igcorr
+
+    from igcorr.report import load_regions, write_report
+
+    result = igcorr.load(args.result)
+    out = args.out or str(Path(args.result).parent)
+    written = write_report(result, out, regions=load_regions(args.regions) if args.regions else None,
+                           save_result=False)
+    print("wrote " + ", ".join(str(path) for path in written.values()))
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    from igcorr.benchmarks.digits import run_demo
+
+    report = run_demo(args.out, epochs=args.epochs, n_steps=args.steps, n_baselines=args.baselines, seed=args.seed,
+                      progress=not args.no_progress)
+    print(f"test accuracy {report['test_accuracy']:.3f}; IGC took {report['igc_seconds']:.1f} s")
+    print(f"per-class r:   {' '.join(f'{r:.3f}' for r in report['correlation'])}")
+    print(f"per-class Σmap: {' '.join(f'{s:.3f}' for s in report['map_sums'])}")
+    print(f"wrote {report['paths']['figure']}, {report['paths']['result']}, {report['paths']['summary']}")
+    return 0
+
+
+COMMANDS = {"demo": command_demo, "run": command_run, "report": command_report}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if args.command == "demo":
-        from igcorr.benchmarks.digits import run_demo
-
-        report = run_demo(args.out, epochs=args.epochs, n_steps=args.steps, n_baselines=args.baselines,
-                          seed=args.seed, progress=not args.no_progress)
-        print(f"test accuracy {report['test_accuracy']:.3f}; IGC took {report['igc_seconds']:.1f} s")
-        print(f"per-class r:   {' '.join(f'{r:.3f}' for r in report['correlation'])}")
-        print(f"per-class Σmap: {' '.join(f'{s:.3f}' for s in report['map_sums'])}")
-        print(f"wrote {report['paths']['figure']}, {report['paths']['result']}, {report['paths']['summary']}")
-    return 0
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as error:
+        print(f"igcorr {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
