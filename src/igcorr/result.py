@@ -121,6 +121,20 @@ class Result:
 
         return region_sums(self.maps, regions, total=total)
 
+    def to_nifti(self, mask_img: Any, path: str | os.PathLike | None = None) -> Any:
+        """The maps as a NIfTI image in the brain mask's space (inputs were the mask's voxels, in C order).
+
+        One map gives a 3-D image, several a 4-D image (x, y, z, K). Written to ``path`` if given. Needs the
+        optional ``neuro`` dependencies (nibabel).
+        """
+        from igcorr.neuro import to_nifti
+
+        flat = self.maps.reshape(len(self.maps), -1)
+        image = to_nifti(flat[0] if len(flat) == 1 else flat, mask_img)
+        if path is not None:
+            image.to_filename(str(path))
+        return image
+
     def plot(self, **kwargs: Any):
         """Figure of the maps on a shared symmetric colour scale; see :func:`igcorr.plotting.plot_maps`."""
         from igcorr.plotting import plot_maps
