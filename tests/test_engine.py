@@ -79,3 +79,42 @@ def test_chunk_size_follows_the_memory_budget(cnn):
     np.testing.assert_allclose(small.maps, large.maps, rtol=0, atol=1e-12)
     with pytest.raises(InputError, match="max_memory=.* is too small"):
         igcorr.IGC(cnn, max_memory=1000).attribute((x, y), n_steps=5, progress=False)
+
+
+def test_adaptive_quadrature_matches_a_fine_fixed_rule(mlp, regression_data):
+    fine = igcorr.IGC(mlp).attribute(regression_data, baselines=3, n_steps=1025, progress=False)
+    adaptive = igcorr.IGC(mlp).attribute(regression_data, baselines=3, tolerance=1e-6, progress=False)
+    np.testing.assert_allclose(adaptive.maps, fine.maps, rtol=0, atol=2e-6)
+    assert adaptive.ig_completeness["max"] <= 1e-6
+    steps_mean, steps_max = adaptive.diagnostics["steps_mean"][0], adaptive.diagnostics["steps_max"][0]
+    assert 9 < steps_mean < steps_max <= 1025  # refined only where needed
+    assert adaptive.metadata["parameters"]["tolerance"] == 1e-6
+
+
+def test_adaptive_quadrature_warns_when_it_cannot_converge(mlp, regression_data):
+    with pytest.warns(UserWarning, match="did not reach the completeness tolerance"):
+        result = igcorr.IGC(mlp).attribute(regression_data, tolerance=1e-14, max_steps=33, progress=False)
+    assert result.diagnostics["steps_max"][0] == 33
+    with pytest.raises(InputError, match="trapezoid"):
+        igcorr.IGC(mlp).attribute(regression_data, tolerance=1e-3, method="gausslegendre", progress=False)
+
+
+def test_monte_carlo_is_unbiased_with_a_calibrated_standard_error(mlp, regression_data):
+    x, y = regression_data
+    # drawing baselines uniformly from the data has the same expectation as sharing all samples as baselines
+    reference = igcorr.IGC(mlp).attribute((x, y), baselines=igcorr.baselines.Shared(x), n_steps=48,
+                                          method="gausslegendre", progress=False).maps
+    runs = [igcorr.IGC(mlp).attribute((x, y), baselines=8, n_steps=16, estimator="montecarlo", seed=seed,
+                                      progress=False) for seed in range(24)]
+    maps = np.stack([r.maps for r in runs])
+    errors = np.stack([r.extra_maps["standard_error"] for r in runs])
+    assert np.all(errors > 0)
+    mean_error = errors.mean(axis=0) / np.sqrt(len(runs))
+    assert np.all(np.abs(maps.mean(axis=0) - reference) <= 4.5 * mean_error + 1e-12)
+    spread = maps.std(axis=0, ddof=1)
+    ratio = spread.mean() / errors.mean()
+    assert 0.4 < ratio < 1.3, ratio  # conservative (stratification ignored) but of the right size
+    assert runs[0].metadata["parameters"] == {"n_steps": 16, "estimator": "montecarlo"}
+    again = igcorr.IGC(mlp).attribute((x, y), baselines=8, n_steps=16, estimator="montecarlo", seed=0,
+                                      batch_size=7, progress=False)
+    np.testing.assert_allclose(again.maps, runs[0].maps, rtol=0, atol=1e-12)

@@ -26,10 +26,12 @@ from igcorr.data import Batch, DataSource
 from igcorr.engine import Engine, PathIntegrals, ScoreLike, describe_score, resolve_outputs
 from igcorr.errors import InputError, ShapeError
 from igcorr.methods.baseline_shapley import baseline_shapley, check_n_permutations
+from igcorr.quadrature import Rule, stratified_nodes
 from igcorr.quadrature import rule as quadrature_rule
 from igcorr.reducers import (CorrelationReducer, MomentsReducer, PearsonReducer, Reducer, SampleBatch,
                              TTestReducer)
 from igcorr.reducers.correlation import check_not_constant
+from igcorr.reducers.inference import InferencePlan
 from igcorr.result import Result
 from igcorr.runner import run_reduction
 
@@ -148,7 +150,7 @@ class DatasetMethod:
             spec: baseline_forms.BaselineSpec = context["baselines"]
             spec.prepare(x_shape, source, int(seed))
             output_index = torch.as_tensor(selected, dtype=torch.int64, device=x_probe.device)
-            context.update(outputs=output_index, n_model_outputs=n_model_outputs)
+            context.update(outputs=output_index, n_model_outputs=n_model_outputs, seed=int(seed))
 
             def step(batch: Batch) -> SampleBatch:
                 x = self.engine.prepare_inputs(batch.x)
@@ -164,6 +166,8 @@ class DatasetMethod:
                     attributions=None if integrals is None else integrals.attributions,
                     predictions=None if integrals is None else integrals.predictions,
                     baseline_predictions=None if integrals is None else integrals.baseline_predictions,
+                    attribution_variance=None if integrals is None else integrals.attribution_variance,
+                    steps=None if integrals is None else integrals.steps,
                 )
 
             saver = None
@@ -178,7 +182,16 @@ class DatasetMethod:
                     "outputs": selected, "seed": int(seed), "baselines": spec.describe(), **parameters,
                 }
                 saver = Checkpoint(path, fingerprint, checkpoint_every)
-            reducer, seen = run_reduction(source, lambda: self.make_reducer(selected), step, progress=progress,
+            plan: InferencePlan | None = context.get("inference")
+            if plan is not None and plan.active:
+                plan.prepare(x_shape, all_targets(source, n_model_outputs, selected).to(x_probe.device)
+                             if plan.permutations else None)
+
+            def make_reducer() -> Reducer:
+                main = self.make_reducer(selected)
+                return plan.wrap(main, selected, int(seed)) if plan is not None else main
+
+            reducer, seen = run_reduction(source, make_reducer, step, progress=progress,
                                           description=self.name.upper(), device=x_probe.device, checkpoint=saver)
         computed = reducer.compute()
         maps = computed.maps.reshape(len(selected), *x_shape).cpu().numpy()
@@ -193,8 +206,10 @@ class DatasetMethod:
             "batch_size": source.batch_size,
             "world_size": distributed.world()[1],
             "engine": self.engine.describe(),
+            "model_sha256": model_fingerprint(self.model),
             "parameters": parameters,
             "baselines": spec.describe(),
+            "inference": plan.describe() if plan is not None and plan.active else None,
             "seconds": time.perf_counter() - started,
             "versions": {"igcorr": _version(), "torch": torch.__version__, "numpy": np.__version__,
                          "python": platform.python_version()},
@@ -206,6 +221,7 @@ class DatasetMethod:
             diagnostics={k: v.cpu().numpy() for k, v in computed.diagnostics.items()},
             extra_maps={k: v.reshape(len(selected), *x_shape).cpu().numpy() for k, v in computed.extra_maps.items()},
             metadata=metadata,
+            region_inference=_region_arrays(computed.regions, plan),
         )
 
     @staticmethod
@@ -216,6 +232,24 @@ class DatasetMethod:
             return
         targets = encode_targets(pair[1], n_model_outputs, outputs)
         check_not_constant(targets.std(dim=0, unbiased=False), targets.mean(dim=0), "target", outputs)
+
+
+def all_targets(source: DataSource, n_model_outputs: int, outputs: list[int]) -> torch.Tensor:
+    """Every sample's encoded targets (N, K), float64: direct for in-memory pairs, else one pass reading the data."""
+    pair = getattr(source, "_pair", None)
+    if pair is not None:
+        return encode_targets(pair[1], n_model_outputs, outputs)
+    return torch.cat([encode_targets(batch.y, n_model_outputs, outputs) for batch in source.batches()])
+
+
+def _region_arrays(regions: dict[str, Any], plan: Any) -> dict[str, np.ndarray]:
+    """Per-region inference arrays (K, R) and the region masks (R, *x_shape) for the Result."""
+    if plan is None or not plan.active or plan.masks is None:
+        return {}
+    arrays = {name: np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+              for name, values in regions.items()}
+    arrays["masks"] = plan.masks
+    return arrays
 
 
 def _version() -> str:
@@ -245,10 +279,12 @@ class IGC(DatasetMethod):
 
     name = "igc"
 
-    def attribute(self, data: Any, baselines: Any = None, n_steps: int = 64, method: str = "trapezoid",
+    def attribute(self, data: Any, baselines: Any = None, n_steps: int | None = None, method: str = "trapezoid",
                   outputs: int | Sequence[int] | None = None, batch_size: int | None = None, seed: int = 0,
                   progress: bool = True, checkpoint: str | os.PathLike | None = None,
-                  checkpoint_every: float = DEFAULT_EVERY_SECONDS) -> Result:
+                  checkpoint_every: float = DEFAULT_EVERY_SECONDS, tolerance: float | None = None,
+                  max_steps: int = 1025, estimator: str = "quadrature", permutations: int = 0, bootstrap: int = 0,
+                  regions: Any = None, regions_only: bool = False, level: float = 0.95) -> Result:
         """Compute the IGC maps over a dataset in one streaming pass.
 
         Parameters
@@ -260,8 +296,9 @@ class IGC(DatasetMethod):
             None: zero; float: constant; tensor: one baseline (x_shape) or M baselines (M, *x_shape) shared by
             all samples; int M: M baselines drawn from the data afresh for every sample (the paper's setting;
             use ``igcorr.baselines.FromData(M, shared=True)`` for one shared draw).
-        n_steps : int
-            Quadrature nodes per path.
+        n_steps : int, optional
+            Quadrature nodes per path (default 64); with ``tolerance``, the starting number of nodes (default
+            9); with ``estimator="montecarlo"``, the evaluation points per sample (default 64).
         method : str
             Quadrature rule: "trapezoid" (default), "riemann_left", "riemann_right", "riemann_middle",
             "gausslegendre".
@@ -279,6 +316,34 @@ class IGC(DatasetMethod):
             rank writes ``<checkpoint>.rank<r>-of-<world>``.
         checkpoint_every : float
             Seconds between checkpoint writes (0: after every batch).
+        tolerance : float, optional
+            Adaptive quadrature (trapezoid only): instead of a fixed number of steps, each sample's paths are
+            refined (intervals halved, reusing evaluated nodes) until its completeness residual
+            |Σ IG − (f(x) − mean f(b))| is at most ``tolerance`` for every output, or ``max_steps`` is reached.
+            ``Result.diagnostics["steps_mean"]`` reports the nodes used.
+        max_steps : int
+            Upper limit of nodes per path for adaptive quadrature.
+        permutations : int
+            Permutation test in the same pass (IGC is linear in the centred targets, so each permutation is one
+            more accumulator, memory P·K·D, or P·K·R with ``regions_only``): ``Result.extra_maps`` gains
+            ``p_value`` (two-sided), ``p_fwe`` (max-statistic family-wise) and ``q_value``
+            (Benjamini–Hochberg). Needs every target up front (one extra read of the targets for a Dataset).
+        bootstrap : int
+            Poisson bootstrap replicates in the same pass (memory 2·B·K·D): ``extra_maps`` ``ci_low``,
+            ``ci_high``, ``bootstrap_se`` and ``diagnostics`` ``correlation_low/high/se``.
+        regions : regions, optional
+            Regions tested as wholes (any form of :func:`igcorr.regions.as_region_masks`);
+            ``Result.region_sums()`` then lists their sums with p-values and intervals.
+        regions_only : bool
+            Keep only region statistics (makes P = 10,000 permutations cheap).
+        level : float
+            Confidence level of the bootstrap intervals.
+        estimator : {"quadrature", "montecarlo"}
+            "montecarlo": every one of ``n_steps`` evaluation points of a sample has its own baseline drawn
+            from the baseline distribution (fresh dataset draws for an int or ``FromData``; uniform picks from
+            a shared set otherwise) and its own position α stratified along the path. Unbiased for the map
+            with that baseline distribution; ``Result.extra_maps["standard_error"]`` is the Monte-Carlo
+            standard error of each map value (conservative, as stratification is ignored).
 
         Returns
         -------
@@ -286,19 +351,58 @@ class IGC(DatasetMethod):
             ``maps`` (K, *x_shape), ``correlation``, ``baseline_term``, ``ig_completeness`` and metadata. Under
             torch.distributed (e.g. ``torchrun``) every rank attributes its shard and returns the merged Result.
         """
-        spec = baseline_forms.resolve(baselines)
-        rule = quadrature_rule(method, n_steps)
-        parameters = {"n_steps": int(n_steps), "method": method}
+        context, parameters = self._path_context(baselines, n_steps, method, tolerance, max_steps, estimator)
+        context["inference"] = InferencePlan(permutations, bootstrap, regions, regions_only, level)
         return self._run(data, outputs=outputs, batch_size=batch_size, seed=seed, progress=progress,
-                         context={"baselines": spec, "rule": rule}, parameters=parameters,
+                         context=context, parameters=parameters,
                          checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+
+    @staticmethod
+    def _path_context(baselines: Any, n_steps: int | None, method: str, tolerance: float | None, max_steps: int,
+                      estimator: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Validate the path-integration arguments; returns the per-sample context and the metadata parameters."""
+        spec = baseline_forms.resolve(baselines)
+        if estimator not in ("quadrature", "montecarlo"):
+            raise InputError(f"estimator must be 'quadrature' or 'montecarlo', got {estimator!r}")
+        if tolerance is not None and estimator == "montecarlo":
+            raise InputError("tolerance applies to quadrature; the Monte-Carlo estimator reports a standard error")
+        if estimator == "montecarlo":
+            points = 64 if n_steps is None else n_steps
+            if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2:
+                raise InputError(f"the Monte-Carlo estimator needs n_steps >= 2 points per sample, got {points!r}")
+            context = {"baselines": baseline_forms.per_point_draws(spec, int(points)), "estimator": estimator,
+                       "rule": Rule(np.array([0.5]), np.array([1.0]))}
+            return context, {"n_steps": int(points), "estimator": estimator}
+        if tolerance is not None:
+            if method != "trapezoid":
+                raise InputError("adaptive quadrature (tolerance=...) refines the trapezoid rule: use method='trapezoid'")
+            if not isinstance(tolerance, (int, float, np.floating)) or isinstance(tolerance, bool) or not tolerance > 0:
+                raise InputError(f"tolerance must be a positive number, got {tolerance!r}")
+            start = 9 if n_steps is None else n_steps
+            rule = quadrature_rule("trapezoid", start)
+            if max_steps < start:
+                raise InputError(f"max_steps={max_steps} is below the starting n_steps={start}")
+            context = {"baselines": spec, "rule": rule, "tolerance": float(tolerance), "max_steps": int(max_steps)}
+            return context, {"n_steps": int(start), "method": method, "tolerance": float(tolerance),
+                             "max_steps": int(max_steps)}
+        rule = quadrature_rule(method, 64 if n_steps is None else n_steps)
+        return {"baselines": spec, "rule": rule}, {"n_steps": len(rule.nodes), "method": method}
 
     def make_reducer(self, outputs: list[int]) -> Reducer:
         return CorrelationReducer(outputs, against="targets")
 
     def per_sample(self, x: torch.Tensor, indices: np.ndarray, context: dict[str, Any]) -> PathIntegrals:
         baselines = context["baselines"].for_samples(indices, x)
-        return self.engine.integrate(x, baselines, context["rule"], context["outputs"], first_index=int(indices[0]))
+        first = int(indices[0])
+        if context.get("estimator") == "montecarlo":
+            alphas = stratified_nodes(context["seed"], indices, baselines.shape[1]).to(x.device)
+            return self.engine.integrate(x, baselines, context["rule"], context["outputs"], first_index=first,
+                                         path_alphas=alphas)
+        if context.get("tolerance") is not None:
+            return self.engine.integrate_adaptive(x, baselines, context["outputs"], context["tolerance"],
+                                                  start_steps=len(context["rule"].nodes),
+                                                  max_steps=context["max_steps"], first_index=first)
+        return self.engine.integrate(x, baselines, context["rule"], context["outputs"], first_index=first)
 
 
 class IGaC(IGC):

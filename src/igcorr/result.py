@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from igcorr.errors import ResultFileError
+from igcorr.errors import InputError, ResultFileError
 
 if TYPE_CHECKING:
     from igcorr.regions import RegionTable
@@ -35,6 +35,10 @@ class Result:
         Further maps some methods produce (e.g. a standard deviation or p-value map).
     metadata : dict
         Everything needed to re-run: method, parameters, seed, data size, library versions, run time.
+    region_inference : dict of str → ndarray
+        When the run tested regions (``permutations``/``bootstrap`` with ``regions``): per-region statistics of
+        shape (K, R) (``p_value``, ``p_fwe``, ``q_value``, ``low``, ``high``, ``se``) and the region ``masks``
+        (R, *x_shape); the region names are in ``metadata["inference"]["regions"]``.
     """
 
     method: str
@@ -42,6 +46,7 @@ class Result:
     diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
     extra_maps: dict[str, np.ndarray] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    region_inference: dict[str, np.ndarray] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ views
     @property
@@ -99,16 +104,20 @@ class Result:
         return (f"Result(method={self.method!r}, maps shape={self.maps.shape}, "
                 f"diagnostics={sorted(self.diagnostics)}, extra_maps={sorted(self.extra_maps)})")
 
-    def region_sums(self, regions: Any, total: Any = None) -> "RegionTable":
+    def region_sums(self, regions: Any = None, total: Any = None) -> "RegionTable":
         """Sum every map over regions: the region's sum, its share of the map's total, its per-component mean.
 
         For IGC a region's sum is the part of the correlation it carries, and its share is that part relative
         to Σ map.
 
+        Without ``regions``, the regions the run tested are used, and the table gains their inference columns
+        computed in the same pass: ``p_value``, ``p_fwe`` (max-statistic family-wise), ``q_value``
+        (Benjamini–Hochberg) from the permutation test, ``low``, ``high``, ``se`` from the bootstrap.
+
         Parameters
         ----------
         regions : bool mask (x_shape or broadcastable), stack of masks (R, ...), integer label map (0 =
-            background), or dict name → mask
+            background), or dict name → mask; optional when the run tested regions
         total : float or (K,) array, optional
             Denominator of the share column (default: each map's sum).
 
@@ -119,7 +128,15 @@ class Result:
         """
         from igcorr.regions import region_sums
 
-        return region_sums(self.maps, regions, total=total)
+        if regions is not None:
+            return region_sums(self.maps, regions, total=total)
+        if "masks" not in self.region_inference:
+            raise InputError("this result has no tested regions: pass regions=...")
+        names = (self.metadata.get("inference") or {}).get("regions") or []
+        masks = self.region_inference["masks"]
+        table = region_sums(self.maps, dict(zip(names, masks.astype(bool))), total=total)
+        extra = {name: values for name, values in self.region_inference.items() if name != "masks"}
+        return table.with_columns(**extra) if extra else table
 
     def to_nifti(self, mask_img: Any, path: str | os.PathLike | None = None) -> Any:
         """The maps as a NIfTI image in the brain mask's space (inputs were the mask's voxels, in C order).
@@ -151,6 +168,7 @@ class Result:
         arrays = {"maps": self.maps}
         arrays.update({f"diagnostic/{k}": v for k, v in self.diagnostics.items()})
         arrays.update({f"extra/{k}": v for k, v in self.extra_maps.items()})
+        arrays.update({f"region/{k}": v for k, v in self.region_inference.items()})
         header = {"format_version": FORMAT_VERSION, "method": self.method, "metadata": self.metadata}
         arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,4 +207,5 @@ def load(path: str | os.PathLike) -> Result:
         )
     diagnostics = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("diagnostic/")}
     extra = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("extra/")}
-    return Result(header["method"], arrays["maps"], diagnostics, extra, header.get("metadata", {}))
+    regions = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("region/")}
+    return Result(header["method"], arrays["maps"], diagnostics, extra, header.get("metadata", {}), regions)

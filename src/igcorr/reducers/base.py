@@ -49,11 +49,13 @@ class SampleBatch:
 
 @dataclass
 class Computed:
-    """What a reducer computes: the main maps, named extra maps and per-output diagnostics (numpy arrays)."""
+    """What a reducer computes: the main maps (K, D), named extra maps (K, D), per-output diagnostics (K,) and
+    per-region statistics (K, R) (tensors or arrays)."""
 
     maps: object
     extra_maps: dict = field(default_factory=dict)
     diagnostics: dict = field(default_factory=dict)
+    regions: dict = field(default_factory=dict)
 
 
 class Reducer:
