@@ -64,3 +64,14 @@ def test_fmri_example_recovers_the_encoding_regions(tmp_path):
     control = [value for name, value in sums.items() if name not in report["encoding_regions"]]
     assert report["correlation"] > 0.2
     assert min(encoding) > 5 * max(abs(value) for value in control)
+    assert all(report["region_p_fwe"][name] < 0.05 for name in report["encoding_regions"])
+    assert all(report["region_intervals"][name][0] > 0 for name in report["encoding_regions"])
+
+
+def test_example_command(tmp_path, capsys):
+    from igcorr.cli import main
+
+    assert main(["example", "fmri-decoding", "--out", str(tmp_path), "--samples", "300", "--voxel-size", "8",
+                 "--permutations", "20", "--bootstrap", "10", "--no-progress"]) == 0
+    assert "encoding ROI 1" in capsys.readouterr().out
+    assert (tmp_path / "igc_map.nii.gz").exists()

@@ -122,14 +122,9 @@ def run_fmri_example(out_dir: str | Path = "igcorr-out/fmri-decoding", n_samples
     with torch.no_grad():
         test_r = float(np.corrcoef(model(x_test)[:, 0].numpy(), y_test.numpy())[0, 1])
     regions = atlas_regions(study.atlas_img, study.mask_img, study.region_names)
-    inference: dict[str, Any] = {}
-    options = {"permutations": permutations, "bootstrap": bootstrap, "regions": regions}
-    import inspect
-
-    accepted = inspect.signature(IGC.attribute).parameters
-    inference = {key: value for key, value in options.items() if key in accepted}
     result = IGC(model).attribute((x_test, y_test), baselines=baseline_forms.FromData(n_baselines, shared=True),
-                                  n_steps=n_steps, seed=seed, progress=progress, **inference)
+                                  n_steps=n_steps, seed=seed, progress=progress, permutations=permutations,
+                                  bootstrap=bootstrap, regions=regions, regions_only=True)
     result.metadata["example"] = {"test_r": test_r, "n_voxels": int(x_test.shape[1]), "voxel_size_mm": voxel_size}
     result.save(out / "result.npz")
     nifti_path = out / "igc_map.nii.gz"
@@ -138,21 +133,28 @@ def run_fmri_example(out_dir: str | Path = "igcorr-out/fmri-decoding", n_samples
                                         title=f"IGC of the decoder (r = {result.correlation[0]:.2f})")
     display.savefig(str(out / "glass_brain.png"), dpi=110)
     display.close()
-    table = result.region_sums(regions)
+    table = result.region_sums()
     table.to_csv(out / "regions.csv")
-    figure = plot_region_bars(table, title="share of the decoder's correlation carried by each sphere")
+    figure = plot_region_bars(table, p_value="p_fwe",
+                              title="part of the decoder's correlation carried by each sphere")
     figure.savefig(out / "regions.png", dpi=120, bbox_inches="tight")
     plt.close(figure)
-    sums = dict(zip(table.column("region").tolist(), table.column("sum").tolist()))
+    names = table.column("region").tolist()
+    sums = dict(zip(names, table.column("sum").tolist()))
     report = {
         "test_r": test_r, "correlation": float(result.correlation[0]), "map_sum": float(result.map_sums[0]),
         "region_sums": sums, "encoding_regions": study.encoding, "seconds": time.perf_counter() - started,
+        "region_p_fwe": dict(zip(names, table.column("p_fwe").tolist())),
+        "region_intervals": dict(zip(names, zip(table.column("low").tolist(), table.column("high").tolist()))),
         "n_voxels": int(x_test.shape[1]),
     }
     lines = ["# fMRI decoding example", "",
              f"- {n_samples} simulated samples on the MNI152 brain mask at {voxel_size:g} mm "
              f"({report['n_voxels']} voxels); decoder test r = {test_r:.3f}",
              f"- IGC on the test split: Pearson r = {report['correlation']:.3f}, Σ map = {report['map_sum']:.3f}",
+             f"- {permutations} target permutations and {bootstrap} bootstrap replicates computed in the same pass "
+             "(`p_fwe`: max-statistic family-wise p-value over the six spheres; `low`/`high`: "
+             f"{result.metadata['inference']['level']:.0%} bootstrap interval of the region sum)",
              f"- run time {report['seconds']:.1f} s", "", table.to_markdown(), "",
              "![glass brain](glass_brain.png)", "", "![regions](regions.png)", ""]
     (out / "summary.md").write_text("\n".join(lines))
