@@ -206,11 +206,37 @@ def _check_drawn(drawn: torch.Tensor, dataset_indices: np.ndarray) -> None:
         )
 
 
+class PerInput(BaselineSpec):
+    """Baselines of a multi-input model given per input (a tuple or dict matching the inputs), turned into the
+    attributed space by the data's input layout; shared by all samples."""
+
+    def __init__(self, baselines: Any) -> None:
+        self.per_input = baselines
+        self._shared: Shared | None = None
+
+    def prepare(self, x_shape: tuple[int, ...], source: DataSource | None, seed: int) -> None:
+        layout = getattr(source, "layout", None)
+        if layout is None:
+            raise InputError("per-input baselines need data with several inputs per sample")
+        self._shared = Shared(layout.encode_baselines(self.per_input))
+        self._shared.prepare(x_shape, source, seed)
+        self.count = self._shared.count
+
+    def for_samples(self, indices: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        if self._shared is None:
+            raise InputError("per-input baselines must be prepared with the dataset before use")
+        return self._shared.for_samples(indices, x)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "per_input", "count": int(self.count), "shared": True}
+
+
 def resolve(baselines: Any) -> BaselineSpec:
     """Turn the ``baselines`` argument of a dataset-wise method into a :class:`BaselineSpec`.
 
     ``None`` → zero; a float → :class:`Constant`; a tensor/array → :class:`Shared`; an int M →
-    ``FromData(M)`` (per-sample draws); a :class:`BaselineSpec` is returned as is.
+    ``FromData(M)`` (per-sample draws); a tuple or dict (one entry per input of a multi-input model) →
+    :class:`PerInput`; a :class:`BaselineSpec` is returned as is.
     """
     if baselines is None:
         return Constant(0.0)
@@ -224,6 +250,8 @@ def resolve(baselines: Any) -> BaselineSpec:
         return Constant(float(baselines))
     if isinstance(baselines, (torch.Tensor, np.ndarray)):
         return Shared(baselines)
+    if isinstance(baselines, (tuple, list, dict)):
+        return PerInput(baselines)
     raise InputError(
         "baselines must be None (zero), a float, a tensor of one or M baselines, an int M (draws from the "
         f"data) or an igcorr.baselines spec; got {type(baselines).__name__}"

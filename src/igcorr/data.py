@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch.utils.data.dataloader import default_collate
 
 from igcorr.errors import InputError, NonFiniteError, ShapeError
+from igcorr.inputs import is_structured, members, rebuild
 
 
 @dataclass
@@ -83,12 +84,14 @@ class DataSource:
             if not isinstance(data.dataset, IterableDataset):
                 self._dataset = data.dataset
         elif isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data, Dataset):
-            x, y = as_tensor(data[0], "X"), as_tensor(data[1], "Y")
-            if x.ndim == 0 or y.ndim == 0:
+            x, y = _as_raw(data[0], "X"), as_tensor(data[1], "Y")
+            if y.ndim == 0 or any(part.ndim == 0 for part in _parts(x)):
                 raise ShapeError("X and Y must have a first dimension indexing the samples")
-            if len(x) != len(y):
+            lengths = {len(part) for part in _parts(x)}
+            if lengths != {len(y)}:
                 raise ShapeError(
-                    f"X has {len(x)} samples but Y has {len(y)}; pass one target row per input sample"
+                    f"X has {sorted(lengths)[0] if len(lengths) == 1 else sorted(lengths)} samples but Y has "
+                    f"{len(y)}; pass one target row per input sample"
                 )
             self._pair = (x, y)
         elif isinstance(data, IterableDataset):
@@ -101,10 +104,21 @@ class DataSource:
                 f"DataLoader; got {type(data).__name__}"
             )
 
+    #: how raw inputs become the attributed tensor (set by the method once it has seen the data)
+    layout: Any = None
+
+    def encode(self, raw: Any) -> torch.Tensor:
+        """Raw inputs of a batch → the attributed tensor (through the layout, if one is set)."""
+        if self.layout is not None:
+            return self.layout.encode(raw)
+        if is_structured(raw):
+            raise InputError("samples hold several inputs; they need an input layout (set by the method)")
+        return as_tensor(raw, "x")
+
     def __len__(self) -> int:
         """Number of samples, if the source knows it (raises TypeError otherwise)."""
         if self._pair is not None:
-            return len(self._pair[0])
+            return len(_parts(self._pair[0])[0])
         if self._dataset is not None:
             return len(self._dataset)
         raise TypeError("this data source has no known length")
@@ -121,34 +135,42 @@ class DataSource:
 
     def inputs_at(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         """Inputs of the samples at ``indices`` stacked as a tensor of shape (len(indices), *x_shape)."""
+        return self.encode(self.raw_inputs_at(indices))
+
+    def raw_inputs_at(self, indices: Sequence[int] | np.ndarray) -> Any:
+        """Like :meth:`inputs_at`, before the layout's encoding."""
         if self._pair is not None:
-            return self._pair[0][torch.as_tensor(np.asarray(indices, dtype=np.int64))]
+            return _take(self._pair[0], torch.as_tensor(np.asarray(indices, dtype=np.int64)))
         if self._dataset is not None:
             items = [_split_item(self._dataset[int(i)], int(i))[0] for i in np.asarray(indices).reshape(-1)]
-            return stack_samples(items, "inputs")
+            return _stack(items)
         raise InputError(
             "baselines drawn from the data need random access to the samples; pass an (X, Y) pair or a "
             "map-style Dataset instead of an iterable dataset, or pass explicit baselines"
         )
 
     def head(self, n: int) -> torch.Tensor:
-        """The first (up to) ``n`` inputs, validated; raises InputError for an empty dataset."""
-        if self.has_random_access:
-            x = self.inputs_at(np.arange(min(n, len(self)))) if len(self) else None
-        else:
-            first = next(self.batches(), None)
-            x = None if first is None else first.x[:n]
-        if x is None or len(x) == 0:
-            raise InputError("the dataset is empty: there is nothing to attribute")
-        x = as_tensor(x, "x")
+        """The first (up to) ``n`` inputs, encoded and validated; InputError for an empty dataset."""
+        x = self.encode(self.raw_head(n))
         check_finite(x, "input")
+        return x
+
+    def raw_head(self, n: int) -> Any:
+        """The first (up to) ``n`` raw inputs; InputError for an empty dataset."""
+        if self.has_random_access:
+            x = self.raw_inputs_at(np.arange(min(n, len(self)))) if len(self) else None
+        else:
+            first = next(self._raw_batches(0, None), None)
+            x = None if first is None else _slice(_as_raw(first[0], "x"), 0, n)
+        if x is None or len(_parts(x)[0]) == 0:
+            raise InputError("the dataset is empty: there is nothing to attribute")
         return x
 
     def batches(self, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         """Yield validated batches in sample order, covering samples ``start`` to ``stop`` − 1 (or the end)."""
         position = start
         for x, y in self._raw_batches(start, stop):
-            x, y = as_tensor(x, "x"), as_tensor(y, "y")
+            x, y = self.encode(_as_raw(x, "x")), as_tensor(y, "y")
             if len(x) != len(y):
                 raise ShapeError(f"a batch holds {len(x)} inputs but {len(y)} targets (from sample {position})")
             check_finite(x, "input", position)
@@ -159,19 +181,20 @@ class DataSource:
     def _raw_batches(self, start: int, stop: int | None) -> Iterator[tuple[Any, Any]]:
         if self._pair is not None:
             x_all, y_all = self._pair
-            end = len(x_all) if stop is None else min(stop, len(x_all))
+            end = len(self) if stop is None else min(stop, len(self))
             for begin in range(start, end, self.batch_size):
                 finish = min(begin + self.batch_size, end)
-                yield x_all[begin:finish], y_all[begin:finish]
+                yield _slice(x_all, begin, finish), y_all[begin:finish]
             return
         if self._loader is not None:
             position = 0
             for item in self._loader:
                 x, y = _split_item(item, position)
-                first, last = max(start - position, 0), len(x) if stop is None else min(len(x), stop - position)
-                position += len(x)
+                x, size = _as_raw(x, "x"), len(y)
+                first, last = max(start - position, 0), size if stop is None else min(size, stop - position)
+                position += size
                 if first < last:
-                    yield x[first:last], y[first:last]
+                    yield _slice(x, first, last), y[first:last]
                 if stop is not None and position >= stop:
                     return
             return
@@ -199,9 +222,37 @@ def _split_item(item: Any, index: int) -> tuple[Any, Any]:
     return item[0], item[1]
 
 
-def _collate(items: list[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+def _collate(items: list[tuple[Any, Any]]) -> tuple[Any, torch.Tensor]:
     xs, ys = zip(*items)
-    return stack_samples(xs, "inputs"), stack_samples(ys, "targets")
+    return _stack(list(xs)), stack_samples(ys, "targets")
+
+
+def _as_raw(x: Any, name: str) -> Any:
+    """A batch of raw inputs: one tensor, or a tuple/list/dict of tensors."""
+    if is_structured(x):
+        return rebuild(x, [as_tensor(value, f"{name}[{key}]") for key, value in members(x)])
+    return as_tensor(x, name)
+
+
+def _parts(x: Any) -> list[torch.Tensor]:
+    return [value for _, value in members(x)] if is_structured(x) else [x]
+
+
+def _slice(x: Any, begin: int, end: int) -> Any:
+    return rebuild(x, [value[begin:end] for value in _parts(x)]) if is_structured(x) else x[begin:end]
+
+
+def _take(x: Any, index: torch.Tensor) -> Any:
+    return rebuild(x, [value[index] for value in _parts(x)]) if is_structured(x) else x[index]
+
+
+def _stack(items: list[Any]) -> Any:
+    """Stack per-sample raw inputs (tensors, or tuples/dicts of tensors) into a batch."""
+    if items and is_structured(items[0]):
+        names = [name for name, _ in members(items[0])]
+        columns = [[dict(members(item))[name] for item in items] for name in names]
+        return rebuild(items[0], [stack_samples(column, f"inputs[{name}]") for name, column in zip(names, columns)])
+    return stack_samples(items, "inputs")
 
 
 def stack_samples(values: Sequence[Any], name: str) -> torch.Tensor:

@@ -25,6 +25,7 @@ from igcorr.checkpoint import DEFAULT_EVERY_SECONDS, Checkpoint, model_fingerpri
 from igcorr.data import Batch, DataSource
 from igcorr.engine import Engine, PathIntegrals, ScoreLike, describe_score, resolve_outputs
 from igcorr.errors import InputError, ShapeError
+from igcorr.inputs import InputLayout, choose_layout
 from igcorr.methods.baseline_shapley import baseline_shapley, check_n_permutations
 from igcorr.quadrature import Rule, stratified_nodes
 from igcorr.quadrature import rule as quadrature_rule
@@ -94,12 +95,19 @@ class DatasetMethod:
     readout : "auto", False, str or nn.Linear
         Linear-readout shortcut for models with more attributed outputs than readout inputs (exact); "auto"
         detects a final ``nn.Linear``. Reported in ``Result.metadata["engine"]``.
+    inputs : igcorr.inputs layout, optional
+        How the model's inputs are attributed. By default one tensor per sample is attributed as it is, and
+        samples holding a tuple or dict of tensors (a multi-input model, called as ``model(*inputs)`` or
+        ``model(**inputs)``) are attributed input by input (``result["name"]``, ``result.input_maps()``).
+        ``igcorr.inputs.Embedded("embedding_module")`` attributes token or category ids in embedding space.
     """
 
     name = "dataset_method"
 
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], score: ScoreLike = None, *,
-                 max_memory: int | None = None, output_strategy: str = "auto", readout: Any = "auto") -> None:
+    def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None, *,
+                 max_memory: int | None = None, output_strategy: str = "auto", readout: Any = "auto",
+                 inputs: InputLayout | None = None) -> None:
+        self.inputs = inputs
         self.engine = Engine(model, score, max_memory=max_memory, output_strategy=output_strategy, readout=readout)
         self.model = model
         self.score = score
@@ -135,8 +143,14 @@ class DatasetMethod:
                 "the dataset has a single sample: a correlation over samples needs at least two"
             )
         with self.engine.frozen():
+            raw_probe = source.raw_head(4)
+            layout = choose_layout(raw_probe, self.inputs)
+            layout.fit(raw_probe, self.engine.model)
+            source.layout = layout
+            self.engine.forward = layout.wrap(self.engine.model)
             x_probe = self.engine.prepare_inputs(source.head(4))
             x_shape = tuple(x_probe.shape[1:])
+            map_shape = tuple(layout.reduce(torch.zeros((1, 1) + x_shape, dtype=x_probe.dtype)).shape[2:])
             n_model_outputs = self.engine.n_model_outputs(x_probe)
             self.engine.check_batch_independence(x_probe)
             selected = resolve_outputs(outputs, n_model_outputs)
@@ -163,7 +177,7 @@ class DatasetMethod:
                 integrals = self.per_sample(x, indices, context)
                 return SampleBatch(
                     indices=torch.as_tensor(indices, device=x.device), inputs=x, targets=targets,
-                    attributions=None if integrals is None else integrals.attributions,
+                    attributions=None if integrals is None else layout.reduce(integrals.attributions),
                     predictions=None if integrals is None else integrals.predictions,
                     baseline_predictions=None if integrals is None else integrals.baseline_predictions,
                     attribution_variance=None if integrals is None else integrals.attribution_variance,
@@ -184,7 +198,7 @@ class DatasetMethod:
                 saver = Checkpoint(path, fingerprint, checkpoint_every)
             plan: InferencePlan | None = context.get("inference")
             if plan is not None and plan.active:
-                plan.prepare(x_shape, all_targets(source, n_model_outputs, selected).to(x_probe.device)
+                plan.prepare(map_shape, all_targets(source, n_model_outputs, selected).to(x_probe.device)
                              if plan.permutations else None)
 
             def make_reducer() -> Reducer:
@@ -194,13 +208,14 @@ class DatasetMethod:
             reducer, seen = run_reduction(source, make_reducer, step, progress=progress,
                                           description=self.name.upper(), device=x_probe.device, checkpoint=saver)
         computed = reducer.compute()
-        maps = computed.maps.reshape(len(selected), *x_shape).cpu().numpy()
+        maps = computed.maps.reshape(len(selected), *map_shape).cpu().numpy()
         metadata = {
             "method": self.name,
             "outputs": selected,
             "n_model_outputs": n_model_outputs,
             "n_samples": seen,
             "x_shape": list(x_shape),
+            "inputs": layout.describe(),
             "score": describe_score(self.score),
             "seed": int(seed),
             "batch_size": source.batch_size,
@@ -219,7 +234,7 @@ class DatasetMethod:
             method=self.name,
             maps=maps,
             diagnostics={k: v.cpu().numpy() for k, v in computed.diagnostics.items()},
-            extra_maps={k: v.reshape(len(selected), *x_shape).cpu().numpy() for k, v in computed.extra_maps.items()},
+            extra_maps={k: v.reshape(len(selected), *map_shape).cpu().numpy() for k, v in computed.extra_maps.items()},
             metadata=metadata,
             region_inference=_region_arrays(computed.regions, plan),
         )

@@ -140,6 +140,8 @@ class Engine:
         if not (readout in ("auto", False, None) or isinstance(readout, (str, nn.Linear))):
             raise InputError(f"readout must be 'auto', False, a module name or an nn.Linear, got {readout!r}")
         self.model = model
+        #: what is evaluated on attributed tensors: the model, or the model behind an input layout
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = model
         self.score = score
         self.fixed_chunk_points = int(chunk_points) if chunk_points is not None else None
         self.chunk_points = self.fixed_chunk_points or DEFAULT_CHUNK_POINTS
@@ -220,7 +222,7 @@ class Engine:
             )
 
     def _scores(self, points: torch.Tensor) -> torch.Tensor:
-        output = self.model(points)
+        output = self.forward(points)
         if not isinstance(output, torch.Tensor):
             raise ModelError(f"the model must return a tensor, got {type(output).__name__}")
         if output.ndim == 1:
@@ -303,7 +305,7 @@ class Engine:
                    for name, sub in candidates.items()]
         try:
             with torch.no_grad():
-                output = self.model(x[:1])
+                output = self.forward(x[:1])
         finally:
             for handle in handles:
                 handle.remove()
@@ -334,7 +336,7 @@ class Engine:
                 for sub in self.model.modules() if not list(sub.children())]
             try:
                 with torch.no_grad():
-                    self.model(x[:1])
+                    self.forward(x[:1])
             finally:
                 for handle in handles:
                     handle.remove()

@@ -59,6 +59,39 @@ class Result:
         """Shape of one input sample."""
         return tuple(self.maps.shape[1:])
 
+    def input_maps(self, name: str | None = None) -> dict[str, np.ndarray] | np.ndarray:
+        """Maps per model input: {name: (K, *input_shape)} (or one input's maps if ``name`` is given).
+
+        For a model with one input this is ``{"input": maps}``; for several inputs (samples given as tuples or
+        dicts of tensors) the attributed vector is split back into the inputs.
+        """
+        from igcorr.inputs import MultipleInputs
+
+        layout = self.metadata.get("inputs") or {"kind": "SingleInput", "names": ["input"]}
+        if layout.get("kind") == "MultipleInputs":
+            splitter = MultipleInputs()
+            splitter.names = list(layout["names"])
+            splitter.shapes = [tuple(shape) for shape in layout["shapes"]]
+            splitter.sizes = [int(np.prod(shape, dtype=np.int64)) for shape in splitter.shapes]
+            split = splitter.split(self.maps)
+        else:
+            split = {layout["names"][0]: self.maps}
+        if name is None:
+            return split
+        if name not in split:
+            raise KeyError(f"no input named {name!r}; inputs: {list(split)}")
+        return split[name]
+
+    def __getitem__(self, name: str) -> "Result":
+        """The result restricted to one input of a multi-input model (maps and extra maps of that input)."""
+        maps = self.input_maps(name)
+        extra = {}
+        for key, values in self.extra_maps.items():
+            extra[key] = Result(self.method, values, metadata=self.metadata).input_maps(name)
+        metadata = {**self.metadata, "inputs": {"kind": "SingleInput", "names": [name],
+                                                "shapes": [list(maps.shape[1:])]}, "input": name}
+        return Result(self.method, maps, dict(self.diagnostics), extra, metadata)
+
     def _diagnostic(self, name: str) -> np.ndarray:
         if name not in self.diagnostics:
             raise AttributeError(f"the {self.method} result has no {name!r} diagnostic")

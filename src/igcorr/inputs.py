@@ -1,0 +1,270 @@
+"""Input layouts: how the inputs a model takes become the one float tensor that igcorr attributes.
+
+igcorr's engine attributes a single floating tensor per sample. A layout maps a model's real inputs to it and
+back, so every method, reducer, checkpoint and multi-process run works unchanged:
+
+* :class:`SingleInput` (the default for one tensor): the identity;
+* :class:`MultipleInputs` (chosen automatically when samples are tuples or dicts of tensors): every input is
+  flattened and the flat vectors are concatenated; the model sees its inputs rebuilt from the slices, and the
+  maps are split back per input (``result["name"]`` or ``result.input_maps()``);
+* :class:`Embedded`: token or category ids are attributed in embedding space. The path runs between the
+  embedded baseline and the embedded input; a forward hook replaces the output of the named embedding module
+  by the path point, and each sample's attribution is reduced to one value per token (sum over the embedding
+  dimensions by default, or any function applied per sample before the dataset reduction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from igcorr.errors import InputError, ShapeError
+
+
+def is_structured(x: Any) -> bool:
+    """Whether a raw input is several tensors (a tuple, list or dict) rather than one."""
+    return isinstance(x, (tuple, list, Mapping))
+
+
+def members(x: Any) -> list[tuple[str, Any]]:
+    """(name, value) pairs of a structured input; tuple members are named input_0, input_1, ..."""
+    if isinstance(x, Mapping):
+        return [(str(name), value) for name, value in x.items()]
+    return [(f"input_{i}", value) for i, value in enumerate(x)]
+
+
+def rebuild(x: Any, values: list[Any]) -> Any:
+    """A structure like ``x`` holding ``values`` in its members' order."""
+    if isinstance(x, Mapping):
+        return dict(zip(x.keys(), values))
+    return type(x)(values) if isinstance(x, tuple) else list(values)
+
+
+class InputLayout:
+    """Base class: encode raw inputs to the attributed tensor, adapt the model, and name the maps."""
+
+    #: per-input names and shapes of the maps, filled by :meth:`fit`
+    names: list[str]
+    shapes: list[tuple[int, ...]]
+
+    def fit(self, raw: Any, model: Any) -> None:
+        """Learn the layout from a few raw inputs (and the model, for embeddings)."""
+
+    def encode(self, raw: Any) -> torch.Tensor:
+        """Raw inputs of n samples → attributed tensor (n, *attributed_shape)."""
+        raise NotImplementedError
+
+    def wrap(self, model: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A callable on attributed tensors that runs ``model`` on the rebuilt inputs."""
+        return model
+
+    def encode_baselines(self, baselines: Any) -> Any:
+        """Per-input baselines (a tuple/dict) → a baseline tensor in attributed space; others pass through."""
+        return baselines
+
+    def reduce(self, attributions: torch.Tensor) -> torch.Tensor:
+        """Per-sample attributions (n, K, *attributed_shape) → what is reduced over the dataset."""
+        return attributions
+
+    def split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Maps (K, *map_shape) → per-input maps {name: (K, *shape)}."""
+        return {self.names[0]: flat}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description for result metadata."""
+        return {"kind": type(self).__name__, "names": self.names, "shapes": [list(s) for s in self.shapes]}
+
+
+class SingleInput(InputLayout):
+    """One tensor per sample, attributed as it is."""
+
+    def fit(self, raw: Any, model: Any) -> None:
+        self.names, self.shapes = ["input"], [tuple(raw.shape[1:])]
+
+    def encode(self, raw: Any) -> torch.Tensor:
+        return raw
+
+
+class MultipleInputs(InputLayout):
+    """Several tensors per sample (tuple or dict), flattened and concatenated; the model gets them back."""
+
+    def fit(self, raw: Any, model: Any) -> None:
+        parts = members(raw)
+        if not parts:
+            raise InputError("a sample's inputs are an empty tuple/dict")
+        self._template = raw
+        self.names = [name for name, _ in parts]
+        self.shapes = [tuple(torch.as_tensor(value).shape[1:]) for _, value in parts]
+        self.sizes = [int(np.prod(shape, dtype=np.int64)) for shape in self.shapes]
+        dtypes = {torch.as_tensor(value).dtype for _, value in parts}
+        if any(not dtype.is_floating_point for dtype in dtypes):
+            raise InputError(
+                f"inputs {self.names} have dtypes {sorted(map(str, dtypes))}; every attributed input must be "
+                "floating point. Attribute token or category ids in embedding space with igcorr.inputs.Embedded"
+            )
+
+    def encode(self, raw: Any) -> torch.Tensor:
+        parts = members(raw)
+        if [name for name, _ in parts] != self.names:
+            raise ShapeError(f"a sample has inputs {[n for n, _ in parts]}, earlier samples {self.names}")
+        tensors = [torch.as_tensor(value) for _, value in parts]
+        for name, tensor, shape in zip(self.names, tensors, self.shapes):
+            if tuple(tensor.shape[1:]) != shape:
+                raise ShapeError(f"input {name!r} has shape {tuple(tensor.shape[1:])}, earlier samples {shape}")
+        dtype = torch.promote_types(*[t.dtype for t in tensors]) if len(tensors) > 1 else tensors[0].dtype
+        return torch.cat([t.reshape(len(t), -1).to(dtype) for t in tensors], dim=1)
+
+    def _unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        pieces = flat.split(self.sizes, dim=-1)
+        return [piece.reshape(*flat.shape[:-1], *shape) for piece, shape in zip(pieces, self.shapes)]
+
+    def wrap(self, model: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        template = self._template
+
+        def forward(flat: torch.Tensor) -> torch.Tensor:
+            pieces = self._unflatten(flat)
+            if isinstance(template, Mapping):
+                return model(**dict(zip(self.names, pieces)))
+            return model(*pieces)
+
+        return forward
+
+    def encode_baselines(self, baselines: Any) -> Any:
+        if not is_structured(baselines):
+            return baselines
+        parts = members(baselines)
+        if len(parts) != len(self.names):
+            raise ShapeError(f"{len(parts)} baselines were given for {len(self.names)} inputs {self.names}")
+        stacks = []
+        counts = set()
+        for (name, value), shape in zip(parts, self.shapes):
+            if isinstance(value, (int, float)):
+                value = torch.full(shape, float(value))
+            tensor = torch.as_tensor(value, dtype=torch.get_default_dtype()) if not isinstance(value, torch.Tensor) \
+                else value
+            if tuple(tensor.shape) == shape:
+                tensor = tensor.unsqueeze(0)
+            if tuple(tensor.shape[1:]) != shape:
+                raise ShapeError(f"the baseline of input {name!r} has shape {tuple(tensor.shape)}; give {shape} "
+                                 f"or a stack (M, {', '.join(map(str, shape))})")
+            counts.add(len(tensor))
+            stacks.append(tensor)
+        if len(counts - {1}) > 1:
+            raise ShapeError(f"per-input baseline stacks have different counts {sorted(counts)}")
+        count = max(counts)
+        flat = torch.cat([s.expand(count, *s.shape[1:]).reshape(count, -1).to(stacks[0].dtype) for s in stacks], 1)
+        return flat[0] if count == 1 else flat
+
+    def split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        flat = np.asarray(flat).reshape(len(flat), -1)
+        bounds = np.cumsum([0] + self.sizes)
+        return {name: flat[:, bounds[i] : bounds[i + 1]].reshape(len(flat), *shape)
+                for i, (name, shape) in enumerate(zip(self.names, self.shapes))}
+
+
+class Embedded(InputLayout):
+    """Token or category ids attributed in the space of an embedding module's output.
+
+    Parameters
+    ----------
+    module : str or nn.Module
+        The embedding module (a name from ``model.named_modules()`` or the module itself). The model must use
+        the ids only through it (ids are replaced by zeros while its output is overridden).
+    reduce : "sum", None or callable
+        Per sample, attributions (n, K, L, E) become (n, K, L) by summing over the embedding dimensions
+        ("sum", which keeps completeness), stay per dimension (None), or go through ``reduce`` (any function
+        of (n, K, L, E) tensors, applied per sample before the dataset-wise reduction, e.g. an L2 norm).
+
+    Baselines are given in embedding space: ``None`` is the zero vector at every position; for a padding-token
+    baseline pass the embedded padding sequence, e.g. ``model.embed(torch.full((L,), pad_id))``.
+    """
+
+    def __init__(self, module: str | nn.Module,
+                 reduce: str | Callable[[torch.Tensor], torch.Tensor] | None = "sum") -> None:
+        if not (reduce is None or reduce == "sum" or callable(reduce)):
+            raise InputError(f"reduce must be 'sum', None or a callable, got {reduce!r}")
+        self.module_request = module
+        self.reduce_request = reduce
+        self.module: nn.Module | None = None
+
+    def fit(self, raw: Any, model: Any) -> None:
+        if is_structured(raw):
+            raise InputError("Embedded attributes one tensor of ids per sample; several inputs are not supported")
+        ids = torch.as_tensor(raw)
+        if ids.is_floating_point():
+            raise InputError(f"Embedded expects integer ids, got dtype {ids.dtype}")
+        if not isinstance(model, nn.Module):
+            raise InputError("Embedded needs an nn.Module model holding the embedding module")
+        if isinstance(self.module_request, nn.Module):
+            self.module = self.module_request
+            if all(sub is not self.module for sub in model.modules()):
+                raise InputError("the embedding module given is not part of the model")
+        else:
+            named = dict(model.named_modules())
+            if self.module_request not in named:
+                raise InputError(f"the model has no module {self.module_request!r}; its modules: "
+                                 f"{[n for n in named if n][:20]}")
+            self.module = named[self.module_request]
+        self.id_shape = tuple(ids.shape[1:])
+        embedded = self.encode(ids[:1])
+        self.embedded_shape = tuple(embedded.shape[1:])
+        self.names, self.shapes = ["tokens"], [self.map_shape]
+
+    @property
+    def map_shape(self) -> tuple[int, ...]:
+        """Shape of one sample's map after the reduction."""
+        probe = torch.zeros((1, 1) + self.embedded_shape, dtype=torch.float64)
+        return tuple(self.reduce(probe).shape[2:])
+
+    def encode(self, raw: Any) -> torch.Tensor:
+        ids = torch.as_tensor(raw)
+        if tuple(ids.shape[1:]) != getattr(self, "id_shape", tuple(ids.shape[1:])):
+            raise ShapeError(f"ids of shape {tuple(ids.shape[1:])}, earlier samples {self.id_shape}")
+        device = next((p.device for p in self.module.parameters()), ids.device)
+        with torch.no_grad():
+            return self.module(ids.to(device)).detach()
+
+    def wrap(self, model: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        module = self.module
+
+        def forward(embedded: torch.Tensor) -> torch.Tensor:
+            handle = module.register_forward_hook(lambda _m, _i, _o: embedded)
+            try:
+                placeholder = torch.zeros((len(embedded),) + self.id_shape, dtype=torch.long, device=embedded.device)
+                return model(placeholder)
+            finally:
+                handle.remove()
+
+        return forward
+
+    def reduce(self, attributions: torch.Tensor) -> torch.Tensor:
+        if self.reduce_request is None:
+            return attributions
+        if self.reduce_request == "sum":
+            return attributions.sum(dim=-1)
+        reduced = self.reduce_request(attributions)
+        if not isinstance(reduced, torch.Tensor) or tuple(reduced.shape[:2]) != tuple(attributions.shape[:2]):
+            raise InputError("the reduce function must map (n, K, *embedded_shape) to (n, K, ...)")
+        return reduced
+
+    def split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        return {"tokens": flat}
+
+    def describe(self) -> dict[str, Any]:
+        reduce = self.reduce_request if isinstance(self.reduce_request, (str, type(None))) else \
+            getattr(self.reduce_request, "__name__", "callable")
+        return {"kind": "Embedded", "names": self.names, "shapes": [list(s) for s in self.shapes],
+                "embedded_shape": list(self.embedded_shape), "reduce": reduce}
+
+
+def choose_layout(raw: Any, requested: InputLayout | None) -> InputLayout:
+    """The layout for data whose first inputs are ``raw``: the requested one, or single/multiple by form."""
+    if requested is not None:
+        if not isinstance(requested, InputLayout):
+            raise InputError(f"inputs must be an igcorr.inputs layout (e.g. Embedded(...)), got {requested!r}")
+        return requested
+    return MultipleInputs() if is_structured(raw) else SingleInput()
