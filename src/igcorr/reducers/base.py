@@ -143,3 +143,37 @@ class CoMoment:
             self.mean_a = state[f"{prefix}mean_a"].to(torch.float64)
             self.mean_b = state[f"{prefix}mean_b"].to(torch.float64)
             self.comoment = state[f"{prefix}comoment"].to(torch.float64)
+
+
+class SumAndMax:
+    """Streaming sum and maximum over samples of a per-sample quantity (n, *shape); mergeable."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.largest: torch.Tensor | None = None
+
+    def update(self, values: torch.Tensor) -> None:
+        """Add the samples ``values`` (n, *shape)."""
+        if len(values) == 0:
+            return
+        values = values.to(torch.float64)
+        self._combine(values.sum(dim=0), values.max(dim=0).values)
+
+    def merge(self, other: "SumAndMax") -> None:
+        """Fold another accumulator (other samples) into this one."""
+        if other.total is not None:
+            self._combine(other.total, other.largest)
+
+    def _combine(self, total: torch.Tensor, largest: torch.Tensor) -> None:
+        if self.total is None:
+            self.total, self.largest = total.clone(), largest.clone()
+        else:
+            self.total, self.largest = self.total + total, torch.maximum(self.largest, largest)
+
+    def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
+        """State tensors under ``prefix`` (empty before any sample)."""
+        return {} if self.total is None else {f"{prefix}sum": self.total, f"{prefix}max": self.largest}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], prefix: str) -> None:
+        """Restore from :meth:`state_dict` output."""
+        self.total, self.largest = state.get(f"{prefix}sum"), state.get(f"{prefix}max")

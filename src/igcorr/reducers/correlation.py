@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from igcorr.errors import ConstantTargetError, InputError
-from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch
+from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch, SumAndMax
 
 #: a standard deviation this small relative to the mean magnitude counts as constant
 _CONSTANT_TOLERANCE = 1e-12
@@ -49,13 +49,12 @@ class CorrelationReducer(Reducer):
         self.attribution_target = CoMoment()
         # columns: prediction, target, mean baseline prediction; their full (3, 3) co-moment per output
         self.scalars = CoMoment()
-        self.residual_sum: torch.Tensor | None = None
-        self.residual_max: torch.Tensor | None = None
+        # |Σ_i A − (ŷ − f̄(B))| per sample and output: the quadrature error
+        self.residuals = SumAndMax()
         # Monte-Carlo error: Σ_n v_n t_n², Σ_n v_n t_n, Σ_n v_n with v the variance of each sample's estimate
         self.variance_sums: torch.Tensor | None = None
-        # adaptive quadrature: Σ_n steps_n and max_n steps_n
-        self.steps_sum: torch.Tensor | None = None
-        self.steps_max: torch.Tensor | None = None
+        # adaptive quadrature: the nodes each sample needed
+        self.steps = SumAndMax()
 
     def update(self, batch: SampleBatch) -> None:
         if batch.attributions is None or batch.predictions is None or batch.baseline_predictions is None:
@@ -65,61 +64,37 @@ class CorrelationReducer(Reducer):
         self.attribution_target.update(attributions, target.unsqueeze(2))
         columns = torch.stack([batch.predictions, target, batch.baseline_predictions], dim=2)
         self.scalars.update(columns.unsqueeze(3), columns.unsqueeze(2))
-        residual = (attributions.sum(dim=2) - (batch.predictions - batch.baseline_predictions)).abs()
-        batch_sum, batch_max = residual.sum(dim=0), residual.max(dim=0).values
-        if self.residual_sum is None:
-            self.residual_sum, self.residual_max = batch_sum, batch_max
-        else:
-            self.residual_sum = self.residual_sum + batch_sum
-            self.residual_max = torch.maximum(self.residual_max, batch_max)
+        self.residuals.update((attributions.sum(dim=2) - (batch.predictions - batch.baseline_predictions)).abs())
         if batch.attribution_variance is not None:
             variance = batch.attribution_variance.flatten(start_dim=2).to(torch.float64)
             powers = torch.stack([target.square(), target, torch.ones_like(target)], dim=0).unsqueeze(3)
             sums = (powers * variance.unsqueeze(0)).sum(dim=1)
             self.variance_sums = sums if self.variance_sums is None else self.variance_sums + sums
         if batch.steps is not None:
-            steps = batch.steps.to(torch.float64)
-            batch_steps = torch.stack([steps.sum(), steps.max()])
-            if self.steps_sum is None:
-                self.steps_sum, self.steps_max = batch_steps[0], batch_steps[1]
-            else:
-                self.steps_sum, self.steps_max = self.steps_sum + batch_steps[0], torch.maximum(self.steps_max,
-                                                                                                batch_steps[1])
+            self.steps.update(batch.steps)
 
     def merge(self, other: "CorrelationReducer") -> None:
         self.attribution_target.merge(other.attribution_target)
         self.scalars.merge(other.scalars)
-        if other.residual_sum is not None:
-            if self.residual_sum is None:
-                self.residual_sum, self.residual_max = other.residual_sum.clone(), other.residual_max.clone()
-            else:
-                self.residual_sum = self.residual_sum + other.residual_sum
-                self.residual_max = torch.maximum(self.residual_max, other.residual_max)
+        self.residuals.merge(other.residuals)
+        self.steps.merge(other.steps)
         if other.variance_sums is not None:
             self.variance_sums = other.variance_sums.clone() if self.variance_sums is None else (
                 self.variance_sums + other.variance_sums)
-        if other.steps_sum is not None:
-            if self.steps_sum is None:
-                self.steps_sum, self.steps_max = other.steps_sum.clone(), other.steps_max.clone()
-            else:
-                self.steps_sum = self.steps_sum + other.steps_sum
-                self.steps_max = torch.maximum(self.steps_max, other.steps_max)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {**self.attribution_target.state_dict("attribution_target."), **self.scalars.state_dict("scalars.")}
-        optional = {"residual_sum": self.residual_sum, "residual_max": self.residual_max,
-                    "variance_sums": self.variance_sums, "steps_sum": self.steps_sum, "steps_max": self.steps_max}
-        state.update({name: value for name, value in optional.items() if value is not None})
+        state.update({**self.residuals.state_dict("residual_"), **self.steps.state_dict("steps_")})
+        if self.variance_sums is not None:
+            state["variance_sums"] = self.variance_sums
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.attribution_target.load_state_dict(state, "attribution_target.")
         self.scalars.load_state_dict(state, "scalars.")
-        self.residual_sum = state.get("residual_sum")
-        self.residual_max = state.get("residual_max")
+        self.residuals.load_state_dict(state, "residual_")
+        self.steps.load_state_dict(state, "steps_")
         self.variance_sums = state.get("variance_sums")
-        self.steps_sum = state.get("steps_sum")
-        self.steps_max = state.get("steps_max")
 
     def compute(self) -> Computed:
         covariance = self.scalars.covariance()
@@ -138,8 +113,8 @@ class CorrelationReducer(Reducer):
             "correlation": correlation,
             "baseline_term": baseline_term,
             "map_sum": maps.sum(dim=1),
-            "completeness_mean": self.residual_sum / count,
-            "completeness_max": self.residual_max,
+            "completeness_mean": self.residuals.total / count,
+            "completeness_max": self.residuals.largest,
             "target_std": target_std,
             "prediction_std": prediction_std,
         }
@@ -150,7 +125,7 @@ class CorrelationReducer(Reducer):
             squares, linear, plain = self.variance_sums
             spread = (squares - 2 * mean_target * linear + mean_target.square() * plain).clamp(min=0)
             extra_maps["standard_error"] = spread.sqrt() / (count * scale.unsqueeze(1))
-        if self.steps_sum is not None:
-            diagnostics["steps_mean"] = (self.steps_sum / count).expand(len(self.outputs)).clone()
-            diagnostics["steps_max"] = self.steps_max.expand(len(self.outputs)).clone()
+        if self.steps.total is not None:
+            diagnostics["steps_mean"] = (self.steps.total / count).expand(len(self.outputs)).clone()
+            diagnostics["steps_max"] = self.steps.largest.expand(len(self.outputs)).clone()
         return Computed(maps=maps, extra_maps=extra_maps, diagnostics=diagnostics)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from igcorr.errors import InputError
-from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch
+from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch, SumAndMax
 
 
 class MomentsReducer(Reducer):
@@ -36,8 +36,7 @@ class MomentsReducer(Reducer):
         self.attributions = CoMoment()
         # a = predictions, b = mean baseline predictions: only their means are used
         self.scores = CoMoment()
-        self.residual_sum: torch.Tensor | None = None
-        self.residual_max: torch.Tensor | None = None
+        self.residuals = SumAndMax()
 
     def update(self, batch: SampleBatch) -> None:
         """Fold a batch with ``attributions`` (n, K, *x_shape), ``predictions`` and ``baseline_predictions`` (n, K)."""
@@ -46,38 +45,25 @@ class MomentsReducer(Reducer):
         attributions = batch.attributions.flatten(start_dim=2).to(torch.float64)
         self.attributions.update(attributions, attributions)
         self.scores.update(batch.predictions, batch.baseline_predictions)
-        residual = (attributions.sum(dim=2) - (batch.predictions - batch.baseline_predictions)).abs()
-        batch_sum, batch_max = residual.sum(dim=0), residual.max(dim=0).values
-        if self.residual_sum is None:
-            self.residual_sum, self.residual_max = batch_sum, batch_max
-        else:
-            self.residual_sum = self.residual_sum + batch_sum
-            self.residual_max = torch.maximum(self.residual_max, batch_max)
+        self.residuals.update((attributions.sum(dim=2) - (batch.predictions - batch.baseline_predictions)).abs())
 
     def merge(self, other: "MomentsReducer") -> None:
         """Fold another moments reducer (same outputs, other samples) into this one."""
         self.attributions.merge(other.attributions)
         self.scores.merge(other.scores)
-        if other.residual_sum is not None:
-            if self.residual_sum is None:
-                self.residual_sum, self.residual_max = other.residual_sum.clone(), other.residual_max.clone()
-            else:
-                self.residual_sum = self.residual_sum + other.residual_sum
-                self.residual_max = torch.maximum(self.residual_max, other.residual_max)
+        self.residuals.merge(other.residuals)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The state as named float64/int64 tensors."""
         state = {**self.attributions.state_dict("attributions."), **self.scores.state_dict("scores.")}
-        if self.residual_sum is not None:
-            state["residual_sum"], state["residual_max"] = self.residual_sum, self.residual_max
+        state.update(self.residuals.state_dict("residual_"))
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore a state produced by :meth:`state_dict`."""
         self.attributions.load_state_dict(state, "attributions.")
         self.scores.load_state_dict(state, "scores.")
-        self.residual_sum = state.get("residual_sum")
-        self.residual_max = state.get("residual_max")
+        self.residuals.load_state_dict(state, "residual_")
 
     def compute(self) -> Computed:
         """Mean map (K, D), ``extra_maps["std"]`` (K, D) and per-output diagnostics (K,)."""
@@ -88,7 +74,7 @@ class MomentsReducer(Reducer):
             "prediction_mean": self.scores.mean_a,
             "baseline_prediction_mean": self.scores.mean_b,
             "map_sum": mean.sum(dim=1),
-            "completeness_mean": self.residual_sum / count,
-            "completeness_max": self.residual_max,
+            "completeness_mean": self.residuals.total / count,
+            "completeness_max": self.residuals.largest,
         }
         return Computed(maps=mean, extra_maps={"std": variance.clamp(min=0).sqrt()}, diagnostics=diagnostics)
