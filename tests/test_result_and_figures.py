@@ -8,7 +8,6 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pytest
-import torch
 
 import igcorr
 from igcorr.plotting import plot_diagnostics, plot_maps, plot_region_bars, symmetric_limit

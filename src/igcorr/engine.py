@@ -313,7 +313,7 @@ class Engine:
         explicit = request != "auto"
         if not final:
             if explicit:
-                raise InputError(f"the readout layer's output is not the model's output, so it cannot be projected")
+                raise InputError("the readout layer's output is not the model's output, so it cannot be projected")
             return None, None
         layer = candidates[final[-1]]
         if self.score is not None:

@@ -15,7 +15,7 @@ back, so every method, reducer, checkpoint and multi-process run works unchanged
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np

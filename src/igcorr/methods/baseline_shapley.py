@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from igcorr.data import as_tensor, check_finite
 from igcorr.engine import Engine, PathIntegrals, ScoreLike
 from igcorr.errors import InputError, NonFiniteError, ShapeError
-from igcorr.methods.common import per_sample_baselines, resolve_targets
+from igcorr.methods.common import checked_inputs, per_sample_baselines, resolve_targets
 from igcorr.seeding import keyed_uint64
 
 #: key that separates the permutation stream from every other random stream drawn with the same seed
@@ -219,10 +218,7 @@ class BaselineShapley:
         -------
         Tensor of the inputs' shape and dtype (and the delta, if asked).
         """
-        inputs = as_tensor(inputs, "inputs")
-        if inputs.ndim < 1 or len(inputs) == 0:
-            raise ShapeError("inputs must be a non-empty batch of shape (n, *x_shape)")
-        check_finite(inputs, "input")
+        inputs = checked_inputs(inputs)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise InputError(f"seed must be an integer, got {seed!r}")
         n_permutations = check_n_permutations(n_permutations)

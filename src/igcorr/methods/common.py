@@ -16,6 +16,15 @@ from igcorr.engine import resolve_outputs
 from igcorr.errors import InputError, ShapeError
 
 
+def checked_inputs(inputs: Any) -> torch.Tensor:
+    """A non-empty, finite batch of inputs (n, *x_shape) as a tensor."""
+    inputs = as_tensor(inputs, "inputs")
+    if inputs.ndim < 1 or len(inputs) == 0:
+        raise ShapeError("inputs must be a non-empty batch of shape (n, *x_shape)")
+    check_finite(inputs, "input")
+    return inputs
+
+
 def resolve_targets(target: Any, n_outputs: int, n: int,
                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Interpret the ``target`` argument of a per-sample method.

@@ -12,10 +12,8 @@ from typing import Any
 
 import torch
 
-from igcorr.data import as_tensor, check_finite
 from igcorr.engine import Engine, ScoreLike
-from igcorr.errors import ShapeError
-from igcorr.methods.common import per_sample_baselines, resolve_targets
+from igcorr.methods.common import checked_inputs, per_sample_baselines, resolve_targets
 from igcorr.quadrature import rule as quadrature_rule
 
 
@@ -62,10 +60,7 @@ class IntegratedGradients:
         -------
         Tensor of the inputs' shape and dtype (and the delta, if asked).
         """
-        inputs = as_tensor(inputs, "inputs")
-        if inputs.ndim < 1 or len(inputs) == 0:
-            raise ShapeError("inputs must be a non-empty batch of shape (n, *x_shape)")
-        check_finite(inputs, "input")
+        inputs = checked_inputs(inputs)
         if chunk_points is not None:
             self.engine.fixed_chunk_points = chunk_points
         rule = quadrature_rule(method, n_steps)
