@@ -12,6 +12,7 @@ from igcorr.errors import (
     ShapeError,
 )
 from igcorr.methods import BaselineShapley, IntegratedGradients
+from igcorr.methods import IG2, IG2Path, InternalNeurons, select_references
 from igcorr.result import Result, load
 
 __version__ = "0.1.0"
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BSC",
     "BaselineShapley",
+    "IG2",
+    "IG2Path",
     "IGC",
     "IGMoments",
     "IGaC",
@@ -26,6 +29,7 @@ __all__ = [
     "IgcorrError",
     "InputError",
     "IntegratedGradients",
+    "InternalNeurons",
     "ModelError",
     "NaiveCorrelation",
     "NaiveTTest",
@@ -36,4 +40,5 @@ __all__ = [
     "__version__",
     "baselines",
     "load",
+    "select_references",
 ]

@@ -27,6 +27,7 @@ from igcorr.engine import Engine, PathIntegrals, ScoreLike, describe_score, reso
 from igcorr.errors import InputError, ShapeError
 from igcorr.inputs import InputLayout, choose_layout
 from igcorr.methods.baseline_shapley import baseline_shapley, check_n_permutations
+from igcorr.methods.ig2 import ig2_context
 from igcorr.quadrature import Rule, stratified_nodes
 from igcorr.quadrature import rule as quadrature_rule
 from igcorr.reducers import (CorrelationReducer, MomentsReducer, PearsonReducer, Reducer, SampleBatch,
@@ -299,7 +300,7 @@ class IGC(DatasetMethod):
                   progress: bool = True, checkpoint: str | os.PathLike | None = None,
                   checkpoint_every: float = DEFAULT_EVERY_SECONDS, tolerance: float | None = None,
                   max_steps: int = 1025, estimator: str = "quadrature", permutations: int = 0, bootstrap: int = 0,
-                  regions: Any = None, regions_only: bool = False, level: float = 0.95) -> Result:
+                  regions: Any = None, regions_only: bool = False, level: float = 0.95, path: Any = None) -> Result:
         """Compute the IGC maps over a dataset in one streaming pass.
 
         Parameters
@@ -359,6 +360,11 @@ class IGC(DatasetMethod):
             a shared set otherwise) and its own position α stratified along the path. Unbiased for the map
             with that baseline distribution; ``Result.extra_maps["standard_error"]`` is the Monte-Carlo
             standard error of each map value (conservative, as stratification is ignored).
+        path : None, "straight", "ig2" or igcorr.IG2Path
+            None: IG on straight paths. "ig2" or ``IG2Path(representation, steps, step_size, clip)``: IG2 on
+            iterative gradient paths, whose GradCF endpoints take the baselines' place (then ``baselines`` gives
+            the references: an int R draws R samples of another class per sample; n_steps, method, tolerance
+            and estimator do not apply). See :class:`igcorr.IG2Path`.
 
         Returns
         -------
@@ -367,6 +373,8 @@ class IGC(DatasetMethod):
             torch.distributed (e.g. ``torchrun``) every rank attributes its shard and returns the merged Result.
         """
         context, parameters = self._path_context(baselines, n_steps, method, tolerance, max_steps, estimator)
+        if path not in (None, "straight"):  # IG2: GradPaths towards references (igcorr.methods.ig2)
+            context, parameters = ig2_context(path, baselines, n_steps, tolerance, estimator)
         context["inference"] = InferencePlan(permutations, bootstrap, regions, regions_only, level)
         return self._run(data, outputs=outputs, batch_size=batch_size, seed=seed, progress=progress,
                          context=context, parameters=parameters,
@@ -407,6 +415,8 @@ class IGC(DatasetMethod):
         return CorrelationReducer(outputs, against="targets")
 
     def per_sample(self, x: torch.Tensor, indices: np.ndarray, context: dict[str, Any]) -> PathIntegrals:
+        if "ig2" in context:
+            return context["ig2"].integrals(self.engine, x, indices, context)
         baselines = context["baselines"].for_samples(indices, x)
         first = int(indices[0])
         if context.get("estimator") == "montecarlo":
