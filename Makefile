@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.igcorr-installed
+DOCS_STAMP := $(VENV)/.igcorr-docs-installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench docs clean
 
 install: $(STAMP)
 
@@ -24,6 +25,14 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_igc.py --out benchmarks/results
+
+# the documentation site, built offline into site/ (the docs extra: mkdocs, mkdocstrings)
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) -m mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) igcorr-out .pytest_cache

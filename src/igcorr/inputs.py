@@ -179,6 +179,8 @@ class Embedded(InputLayout):
         ("sum", which keeps completeness), stay per dimension (None), or go through ``reduce`` (any function
         of (n, K, L, E) tensors, applied per sample before the dataset-wise reduction, e.g. an L2 norm).
 
+    Notes
+    -----
     Baselines are given in embedding space: ``None`` is the zero vector at every position; for a padding-token
     baseline pass the embedded padding sequence, e.g. ``model.embed(torch.full((L,), pad_id))``.
     """
