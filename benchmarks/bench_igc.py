@@ -238,7 +238,7 @@ def ratios(name: str, rows: dict, steps: int) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# IGC engine benchmark", "",
+    lines = ["# IGC engine benchmark", "",
              f"torch {report['torch']}, {report['threads']} threads, scale {report['scale']}, {report['steps']} steps, "
              f"reference: Gauss–Legendre {report['reference_steps']} nodes", ""]
     for name, workload in report["workloads"].items():

@@ -378,6 +378,13 @@ class Engine:
                                            is_grads_batched=True)
         yield from enumerate(gradients)
 
+    def _batched_fits(self, targets: torch.Tensor, points: torch.Tensor) -> bool:
+        """Whether one batched backward pass fits the memory budget: its cotangents are (J, P, J) and its
+        gradients (J, P, *x_shape), which grow with the square of the number of outputs J."""
+        n_targets, n_points = targets.shape[1], points.shape[0]
+        needed = n_targets * n_points * (n_targets + points[0].numel()) * points.element_size()
+        return needed <= (self.max_memory or default_memory_budget()) // 4
+
     def _calibrate(self, targets: torch.Tensor, points: torch.Tensor, cotangent: torch.Tensor) -> list[torch.Tensor]:
         """Time both output strategies on this chunk, keep the faster one; returns the loop's gradients."""
         started = time.perf_counter()
@@ -474,6 +481,8 @@ class Engine:
                 choice = choice_of_sample[sample] if choice_of_sample is not None else None
                 targets, scores = self._gradient_targets(points, outputs, choice)
                 cotangent = weights[node]
+                if self._strategy is None and not self._batched_fits(targets, points):
+                    self._strategy = "loop"
                 if self._strategy is None and targets.shape[1] > 1:
                     gradients: Any = enumerate(self._calibrate(targets, points, cotangent))
                 else:
