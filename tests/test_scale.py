@@ -38,7 +38,7 @@ def finish(process: subprocess.Popen, timeout: float = 240) -> None:
     assert process.returncode == 0, stderr
 
 
-@pytest.mark.parametrize("method", ["igc"])
+@pytest.mark.parametrize("method", ["igc", "IGMoments", "IGaC"])
 def test_two_processes_equal_one(tmp_path, method):
     single = tmp_path / "single.npz"
     finish(worker(single, "--method", method))
