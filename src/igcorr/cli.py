@@ -77,6 +77,31 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--seed", type=int, default=0)
     example.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    bench = commands.add_parser(
+        "benchmark", help="the synthetic 1/f benchmark (experiments A-D): every method, figures and tables",
+        description="Run IG mean/std, IGaC, IGC, naive correlation, naive t-test and BSC on the synthetic "
+                    "experiments with the statistic as the model (and a trained network with --trained); writes "
+                    "one figure, one JSON and one markdown table per experiment. Defaults are CPU-sized; the "
+                    "paper used --n 100000.")
+    bench.add_argument("--experiment", default="all", help="A, B, C, D, a comma-separated list or all (default)")
+    bench.add_argument("--n", type=int, help="evaluation images per experiment (default 2000)")
+    bench.add_argument("--steps", type=int, help="trapezoid nodes per IG path (default 16)")
+    bench.add_argument("--baselines", type=int, help="dataset baselines drawn per sample (default 8)")
+    bench.add_argument("--bsc-baselines", type=int, help="per-sample baselines of BSC (default 1)")
+    bench.add_argument("--baseline-draws", type=int, help="experiment B: repeat per-sample vs shared-baseline IGC "
+                                                          "for this many draw seeds (default 1)")
+    bench.add_argument("--trained", action="store_true", help="also train a network and attribute it with IGC")
+    bench.add_argument("--model", choices=["mlp", "convnext"], help="trained network (default mlp; convnext is "
+                                                                     "the paper's, slow on a CPU)")
+    bench.add_argument("--n-train", type=int, help="training images for --trained (default 10000)")
+    bench.add_argument("--epochs", type=int, help="training epochs for --trained (default 10)")
+    bench.add_argument("--threads", type=int, help="torch threads (default 1: fastest on a shared CPU)")
+    bench.add_argument("--out", default="igcorr-out/benchmark", help="output folder (default igcorr-out/benchmark)")
+    bench.add_argument("--figures", help="folder for the figures (default: --out)")
+    bench.add_argument("--json", help="also write the combined report of all experiments to this file")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
     report = commands.add_parser("report", help="redraw figures and the summary of a saved result")
     report.add_argument("result", help="a result .npz written by igcorr")
     report.add_argument("--out", help="output folder (default: the result's folder)")
@@ -233,7 +258,34 @@ def command_example(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": command_demo, "run": command_run, "report": command_report, "example": command_example}
+def command_benchmark(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from igcorr.benchmarks.synthetic_runner import BenchmarkConfig, run_benchmark
+
+    given = {"n": args.n, "n_steps": args.steps, "baselines": args.baselines, "bsc_baselines": args.bsc_baselines,
+             "baseline_draws": args.baseline_draws, "model_kind": args.model, "n_train": args.n_train,
+             "epochs": args.epochs, "threads": args.threads}
+    config = replace(BenchmarkConfig(), trained=args.trained, seed=args.seed, progress=not args.no_progress,
+                     **{key: value for key, value in given.items() if value is not None})
+
+    def show(outcome: Any) -> None:
+        report = outcome.report
+        print(f"experiment {report['experiment']}: {report['seconds_total']:.1f} s")
+        for finding in report["findings"]:
+            mark = {True: "yes", False: "NO", None: "--"}[finding["holds"]]
+            print(f"  [{mark:>3}] {finding['claim']}: {finding['detail']}")
+
+    combined = run_benchmark(args.experiment, config, out_dir=args.out, json_path=args.json,
+                             figures_dir=args.figures, callback=show)
+    print(f"total {combined['seconds_total']:.1f} s")
+    written = [path for report in combined["experiments"].values() for path in report["files"].values()]
+    print("wrote " + ", ".join(written + ([combined["json"]] if "json" in combined else [])))
+    return 0
+
+
+COMMANDS = {"demo": command_demo, "run": command_run, "report": command_report, "example": command_example,
+            "benchmark": command_benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:
