@@ -118,3 +118,19 @@ def test_monte_carlo_is_unbiased_with_a_calibrated_standard_error(mlp, regressio
     again = igcorr.IGC(mlp).attribute((x, y), baselines=8, n_steps=16, estimator="montecarlo", seed=0,
                                       batch_size=7, progress=False)
     np.testing.assert_allclose(again.maps, runs[0].maps, rtol=0, atol=1e-12)
+
+
+def test_autocast_stays_within_its_stated_tolerance():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(8 * 64, 3)).eval()
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 1, 8, 8, generator=generator)
+    y = torch.randint(0, 3, (40,), generator=generator)
+    exact = igcorr.IGC(model, score="softmax").attribute((x, y), n_steps=16, progress=False)
+    low = igcorr.IGC(model, score="softmax", autocast="bfloat16").attribute((x, y), n_steps=16, progress=False)
+    assert low.metadata["engine"]["autocast"] == "bfloat16"
+    error = np.linalg.norm(low.maps - exact.maps) / np.linalg.norm(exact.maps)
+    assert 0 < error < 0.02, error  # bf16 has 8 mantissa bits; the float64 accumulation keeps the rest
+    np.testing.assert_allclose(low.correlation, exact.correlation, atol=0.02)
+    with pytest.raises(InputError, match="autocast"):
+        igcorr.IGC(model, autocast="int8")

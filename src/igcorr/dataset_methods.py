@@ -101,15 +101,18 @@ class DatasetMethod:
         samples holding a tuple or dict of tensors (a multi-input model, called as ``model(*inputs)`` or
         ``model(**inputs)``) are attributed input by input (``result["name"]``, ``result.input_maps()``).
         ``igcorr.inputs.Embedded("embedding_module")`` attributes token or category ids in embedding space.
+    autocast : None, "bfloat16" or "float16"
+        Evaluate the model under ``torch.autocast`` (gradients accumulated in float64); off by default.
     """
 
     name = "dataset_method"
 
     def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None, *,
                  max_memory: int | None = None, output_strategy: str = "auto", readout: Any = "auto",
-                 inputs: InputLayout | None = None) -> None:
+                 inputs: InputLayout | None = None, autocast: str | None = None) -> None:
         self.inputs = inputs
-        self.engine = Engine(model, score, max_memory=max_memory, output_strategy=output_strategy, readout=readout)
+        self.engine = Engine(model, score, max_memory=max_memory, output_strategy=output_strategy, readout=readout,
+                             autocast=autocast)
         self.model = model
         self.score = score
 

@@ -123,11 +123,16 @@ class Engine:
         layer's), the raw outputs are attributed, and more outputs are attributed than the layer has inputs,
         IG of each of the H readout inputs is computed and projected with the weights (exact; the bias cancels):
         H backward passes instead of K. "auto" detects it; False disables it.
+    autocast : None, "bfloat16" or "float16"
+        Run the model's forward (and so its backward) under ``torch.autocast`` in that dtype; scores and
+        gradients return in the input's dtype and are accumulated in float64. Off by default: on CPUs without
+        native bf16 it is usually slower, and it costs accuracy (0.3 % relative error on a small CNN's maps in
+        the tests).
     """
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], score: ScoreLike = None,
                  chunk_points: int | None = None, max_memory: int | None = None, output_strategy: str = "auto",
-                 readout: Any = "auto") -> None:
+                 readout: Any = "auto", autocast: str | None = None) -> None:
         if not callable(model):
             raise InputError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
         if score is not None and not callable(score) and score not in SCORES:
@@ -135,6 +140,9 @@ class Engine:
         for name, value in (("chunk_points", chunk_points), ("max_memory", max_memory)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if autocast not in (None, "bfloat16", "float16"):
+            raise InputError(f"autocast must be None, 'bfloat16' or 'float16', got {autocast!r}")
+        self.autocast = autocast
         if output_strategy not in ("auto", "loop", "batched"):
             raise InputError(f"output_strategy must be 'auto', 'loop' or 'batched', got {output_strategy!r}")
         if not (readout in ("auto", False, None) or isinstance(readout, (str, nn.Linear))):
@@ -211,7 +219,8 @@ class Engine:
         with torch.no_grad():
             joint = self._scores(x)
             separate = torch.cat([self._scores(x[i : i + 1]) for i in range(len(x))])
-        tolerance = 1e-3 if x.dtype in (torch.float16, torch.bfloat16) else 1e-5 if x.dtype == torch.float32 else 1e-9
+        low_precision = self.autocast is not None or x.dtype in (torch.float16, torch.bfloat16)
+        tolerance = 2e-2 if low_precision else 1e-5 if x.dtype == torch.float32 else 1e-9
         scale = float(joint.abs().max()) + 1e-30
         if not torch.allclose(joint, separate, rtol=tolerance, atol=tolerance * scale):
             raise ModelError(
@@ -222,9 +231,15 @@ class Engine:
             )
 
     def _scores(self, points: torch.Tensor) -> torch.Tensor:
-        output = self.forward(points)
+        if self.autocast is None:
+            output = self.forward(points)
+        else:
+            with torch.autocast(device_type=points.device.type, dtype=getattr(torch, self.autocast)):
+                output = self.forward(points)
         if not isinstance(output, torch.Tensor):
             raise ModelError(f"the model must return a tensor, got {type(output).__name__}")
+        if self.autocast is not None:
+            output = output.to(points.dtype)  # scores and their gradients leave the model in the input's dtype
         if output.ndim == 1:
             output = output.unsqueeze(1)
         if output.ndim != 2 or output.shape[0] != points.shape[0]:
@@ -278,6 +293,7 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         """Engine settings for result metadata."""
         return {"chunk_points": self.chunk_points, "output_strategy": self._strategy or self.output_strategy,
+                "autocast": self.autocast,
                 "readout": None if self.readout is None else
                 {"layer": self.readout_name, "width": self.readout.in_features}}
 
