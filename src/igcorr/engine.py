@@ -125,9 +125,9 @@ class Engine:
         H backward passes instead of K. "auto" detects it; False disables it.
     autocast : None, "bfloat16" or "float16"
         Run the model's forward (and so its backward) under ``torch.autocast`` in that dtype; scores and
-        gradients return in the input's dtype and are accumulated in float64. Off by default: on CPUs without
-        native bf16 it is usually slower, and it costs accuracy (0.3 % relative error on a small CNN's maps in
-        the tests).
+        gradients return in the input's dtype and are accumulated in float64. Off by default: whether it is
+        faster depends on the hardware's low-precision support, and it costs accuracy (0.3 % relative error on
+        a small CNN's maps in the tests).
     """
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], score: ScoreLike = None,
