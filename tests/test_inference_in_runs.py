@@ -84,6 +84,8 @@ def test_resumed_run_carries_the_inference(data, tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(model, Interrupting(x, y, fail_at=75), checkpoint=checkpoint, checkpoint_every=0, **options)
     assert torch.load(checkpoint, weights_only=True)["next"] == 70
+    with pytest.raises(InputError, match="inference"):
+        run(model, Interrupting(x, y), checkpoint=checkpoint, **{**options, "permutations": 41})
     resumed = run(model, Interrupting(x, y), checkpoint=checkpoint, **options)
     np.testing.assert_allclose(resumed.maps, reference.maps, rtol=0, atol=1e-12)
     for name in ("p_value", "ci_low", "bootstrap_se"):

@@ -188,6 +188,10 @@ class DatasetMethod:
                     steps=None if integrals is None else integrals.steps,
                 )
 
+            plan: InferencePlan | None = context.get("inference")
+            if plan is not None and plan.active:
+                plan.prepare(map_shape, all_targets(source, n_model_outputs, selected).to(x_probe.device)
+                             if plan.permutations else None)
             saver = None
             if checkpoint is not None:
                 rank, world_size = distributed.world()
@@ -198,12 +202,9 @@ class DatasetMethod:
                     "method": self.name, "model": model_fingerprint(self.model), "score": describe_score(self.score),
                     "n_samples": len(source) if source.has_length else None, "x_shape": list(x_shape),
                     "outputs": selected, "seed": int(seed), "baselines": spec.describe(), **parameters,
+                    "inference": plan.describe() if plan is not None and plan.active else None,
                 }
                 saver = Checkpoint(path, fingerprint, checkpoint_every)
-            plan: InferencePlan | None = context.get("inference")
-            if plan is not None and plan.active:
-                plan.prepare(map_shape, all_targets(source, n_model_outputs, selected).to(x_probe.device)
-                             if plan.permutations else None)
 
             def make_reducer() -> Reducer:
                 main = self.make_reducer(selected)

@@ -9,6 +9,8 @@ intervals, and per-region statistics.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 
@@ -143,5 +145,6 @@ class InferencePlan:
 
     def describe(self) -> dict:
         """JSON-serialisable description for result metadata."""
+        masks = None if self.masks is None else hashlib.sha256(np.ascontiguousarray(self.masks)).hexdigest()
         return {"permutations": self.permutations, "bootstrap": self.bootstrap, "level": self.level,
-                "regions": self.names, "regions_only": self.regions_only}
+                "regions": self.names, "regions_only": self.regions_only, "region_masks_sha256": masks}
