@@ -134,3 +134,25 @@ def test_autocast_stays_within_its_stated_tolerance():
     np.testing.assert_allclose(low.correlation, exact.correlation, atol=0.02)
     with pytest.raises(InputError, match="autocast"):
         igcorr.IGC(model, autocast="int8")
+
+
+def test_peak_memory_follows_the_budget():
+    """What ``max_memory`` bounds (the chunks of path points) stays within it: raising the budget by B raises
+    the run's peak resident memory by at most about B (measured in fresh processes; fixed costs such as
+    torch's own workspaces come on top of the budget and cancel in the difference)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "scripts" / "peak_memory.py"
+
+    def peak(budget: int) -> tuple[int, int]:
+        completed = subprocess.run([sys.executable, str(script), str(budget)], capture_output=True, text=True,
+                                   timeout=300, check=True)
+        growth, chunk = completed.stdout.split()
+        return int(growth), int(chunk)
+
+    small, small_chunk = peak(100_000_000)
+    large, large_chunk = peak(400_000_000)
+    assert large_chunk > 3 * small_chunk
+    assert large - small <= 1.3 * (400_000_000 - 100_000_000), (small, large)

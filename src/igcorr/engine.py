@@ -113,7 +113,8 @@ class Engine:
         Path points per forward pass; by default derived from ``max_memory``.
     max_memory : int, optional
         Bytes the path-point chunks may take (activations, gradients and temporaries); default
-        :func:`default_memory_budget`.
+        :func:`default_memory_budget`. The model, the data, the per-batch attribution buffers and fixed
+        framework workspaces come on top (about 0.1 GB for a small CNN in the tests).
     output_strategy : {"auto", "loop", "batched"}
         How the vector-Jacobian products of several outputs are taken: one backward pass per output ("loop"),
         or all at once with batched cotangents ("batched", vmap over the backward pass). "auto" times both on
