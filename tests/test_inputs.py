@@ -119,7 +119,7 @@ def test_input_errors():
     y = torch.randn(20, dtype=torch.float64)
     with pytest.raises(InputError, match="gradients need continuous inputs"):
         igcorr.IGC(model).attribute((ids, y), progress=False)
-    with pytest.raises(InputError, match="no module 'embedding'"):
+    with pytest.raises(InputError, match="no submodule 'embedding'"):
         igcorr.IGC(model, inputs=Embedded("embedding")).attribute((ids, y), progress=False)
     with pytest.raises(InputError, match="embedding space"):
         igcorr.IGC(TwoInputs()).attribute(((ids.float()[:, :1], ids), y), progress=False)

@@ -585,6 +585,18 @@ def _residual_exceeds(attributions: torch.Tensor, explained: torch.Tensor, toler
     return (residual.abs() > tolerance).any(dim=1)
 
 
+def named_submodule(model: Any, name: str, what: str) -> nn.Module:
+    """The submodule ``name`` of ``model`` (a ``named_modules()`` name), with a clear error listing the names."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"a {what} given by name ({name!r}) needs an nn.Module model; pass the module itself")
+    named = dict(model.named_modules())
+    if name not in named or name == "":
+        names = [n for n in named if n]
+        raise InputError(f"the model has no submodule {name!r}; its submodules are {names[:40]}"
+                         + (" ..." if len(names) > 40 else ""))
+    return named[name]
+
+
 def resolve_outputs(outputs: int | Sequence[int] | None, n_model_outputs: int) -> list[int]:
     """Validate the ``outputs`` argument against the model's number of scores; returns a list of indices."""
     if outputs is None:

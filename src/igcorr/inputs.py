@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from igcorr.engine import named_submodule
 from igcorr.errors import InputError, ShapeError
 
 
@@ -206,11 +207,7 @@ class Embedded(InputLayout):
             if all(sub is not self.module for sub in model.modules()):
                 raise InputError("the embedding module given is not part of the model")
         else:
-            named = dict(model.named_modules())
-            if self.module_request not in named:
-                raise InputError(f"the model has no module {self.module_request!r}; its modules: "
-                                 f"{[n for n in named if n][:20]}")
-            self.module = named[self.module_request]
+            self.module = named_submodule(model, self.module_request, "embedding module")
         self.id_shape = tuple(ids.shape[1:])
         embedded = self.encode(ids[:1])
         self.embedded_shape = tuple(embedded.shape[1:])

@@ -37,7 +37,7 @@ from torch import nn
 
 from igcorr import baselines as baseline_forms
 from igcorr.data import DataSource, as_tensor, check_finite
-from igcorr.engine import Engine, PathIntegrals, ScoreLike
+from igcorr.engine import Engine, PathIntegrals, ScoreLike, named_submodule
 from igcorr.errors import InputError, ModelError, NonFiniteError, ShapeError
 from igcorr.methods.common import resolve_targets
 from igcorr.seeding import keyed_permutation, keyed_uint64
@@ -122,14 +122,7 @@ class Representation:
                                  "callable x → r(x)")
             self.use_input, self.description = True, "auto"
         elif isinstance(spec, str):
-            if not isinstance(model, nn.Module):
-                raise InputError(f"a representation given by name ({spec!r}) needs an nn.Module model")
-            named = dict(model.named_modules())
-            if spec not in named or spec == "":
-                names = [name for name in named if name]
-                raise InputError(f"the model has no submodule {spec!r}; its submodules are {names[:40]}"
-                                 + (" ..." if len(names) > 40 else ""))
-            self.module, self.description = named[spec], spec
+            self.module, self.description = named_submodule(model, spec, "representation"), spec
         elif isinstance(spec, nn.Module):
             if isinstance(model, nn.Module) and not any(sub is spec for sub in model.modules()):
                 raise InputError("the representation module is not a submodule of the model; pass one of its "

@@ -36,7 +36,7 @@ from torch import nn
 
 from igcorr import baselines as baseline_forms
 from igcorr.data import Batch, DataSource, as_tensor, check_finite
-from igcorr.engine import Engine, PathIntegrals, ScoreLike, describe_score, resolve_outputs
+from igcorr.engine import Engine, PathIntegrals, ScoreLike, describe_score, named_submodule, resolve_outputs
 from igcorr.errors import InputError, ModelError, NonFiniteError, ShapeError
 from igcorr.methods.common import per_sample_baselines, resolve_targets
 from igcorr.methods.integrated_gradients import IntegratedGradients
@@ -91,14 +91,7 @@ class _LayerCut:
 
     def __init__(self, model: Any, layer: Any) -> None:
         if isinstance(layer, str):
-            if not isinstance(model, nn.Module):
-                raise InputError(f"a layer given by name ({layer!r}) needs an nn.Module model; pass the module itself")
-            named = dict(model.named_modules())
-            if layer not in named or layer == "":
-                names = [name for name in named if name]
-                raise InputError(f"the model has no submodule {layer!r}; its submodules are {names[:40]}"
-                                 + (" ..." if len(names) > 40 else ""))
-            self.module, self.name = named[layer], layer
+            self.module, self.name = named_submodule(model, layer, "layer"), layer
         elif isinstance(layer, nn.Module):
             if isinstance(model, nn.Module) and not any(sub is layer for sub in model.modules()):
                 raise InputError("the layer is not a submodule of the model; pass one of its modules or its name")
