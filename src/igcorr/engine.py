@@ -44,6 +44,40 @@ MAX_CHUNK_POINTS = 1024
 
 
 @dataclass
+class PathChunk:
+    """One chunk of path points: for each point its global index, (sample, baseline) path, node, sample,
+    displacement x − b (P, D) and position b + α(x − b) (P, *x_shape)."""
+
+    point: torch.Tensor
+    path: torch.Tensor
+    node: torch.Tensor
+    sample: torch.Tensor
+    deltas: torch.Tensor
+    points: torch.Tensor
+
+
+def path_chunks(x: torch.Tensor, baselines: torch.Tensor, alphas: torch.Tensor, chunk_points: int,
+                point_alphas: torch.Tensor | None = None) -> Iterator[PathChunk]:
+    """The n·M·S points of the straight paths from ``baselines`` (n, M, *x_shape) to ``x`` (n, *x_shape) at the
+    nodes ``alphas`` (S,), flattened in (sample, baseline, node) order and cut into chunks of ``chunk_points``.
+    ``point_alphas`` (n·M·S,) gives every point its own α instead (Monte-Carlo paths)."""
+    n, n_baselines = baselines.shape[:2]
+    n_steps = len(alphas)
+    flat_x = x.reshape(n, -1)
+    flat_baselines = baselines.reshape(n * n_baselines, -1)
+    total_points = n * n_baselines * n_steps
+    for begin in range(0, total_points, chunk_points):
+        point = torch.arange(begin, min(begin + chunk_points, total_points), device=x.device)
+        path, node = point // n_steps, point % n_steps
+        sample = path // n_baselines
+        starts = flat_baselines[path]
+        deltas = flat_x[sample] - starts
+        alpha = point_alphas[point] if point_alphas is not None else alphas[node]
+        points = (starts + alpha.unsqueeze(1) * deltas).reshape(len(point), *x.shape[1:])
+        yield PathChunk(point, path, node, sample, deltas, points)
+
+
+@dataclass
 class PathIntegrals:
     """Integrated gradients of a batch and the model scores they explain (all float64, on the model's device).
 
@@ -481,19 +515,11 @@ class Engine:
         endpoint_scores = rule.includes_endpoints
         predictions = torch.zeros(n, n_outputs, dtype=torch.float64, device=dev)
         baseline_predictions = torch.zeros(n, n_outputs, dtype=torch.float64, device=dev)
-        flat_x = x.reshape(n, features)
-        flat_baselines = baselines.reshape(n * n_baselines, features)
         choice_of_sample = per_sample_output.to(dev) if per_sample_output is not None else None
-        total_points = n * n_baselines * n_steps
         with torch.enable_grad():
-            for begin in range(0, total_points, self.chunk_points):
-                point = torch.arange(begin, min(begin + self.chunk_points, total_points), device=dev)
-                path, node = point // n_steps, point % n_steps
-                sample = path // n_baselines
-                starts = flat_baselines[path]
-                deltas = flat_x[sample] - starts
-                alpha = flat_alphas[point] if flat_alphas is not None else alphas[node]
-                points = (starts + alpha.unsqueeze(1) * deltas).reshape(len(point), *x.shape[1:])
+            for chunk in path_chunks(x, baselines, alphas, self.chunk_points, flat_alphas):
+                point, path, node, sample, deltas, points = (chunk.point, chunk.path, chunk.node, chunk.sample,
+                                                             chunk.deltas, chunk.points)
                 points.requires_grad_(True)
                 choice = choice_of_sample[sample] if choice_of_sample is not None else None
                 targets, scores = self._gradient_targets(points, outputs, choice)

@@ -36,7 +36,8 @@ from torch import nn
 
 from igcorr import baselines as baseline_forms
 from igcorr.data import Batch, DataSource, as_tensor, check_finite
-from igcorr.engine import Engine, PathIntegrals, ScoreLike, describe_score, named_submodule, resolve_outputs
+from igcorr.engine import (Engine, PathIntegrals, ScoreLike, describe_score, named_submodule, path_chunks,
+                           resolve_outputs)
 from igcorr.errors import InputError, ModelError, NonFiniteError, ShapeError
 from igcorr.methods.common import per_sample_baselines, resolve_targets
 from igcorr.methods.integrated_gradients import IntegratedGradients
@@ -216,26 +217,17 @@ def layer_path_integrals(engine: Engine, cut: _LayerCut, x: torch.Tensor, baseli
         and ``baseline_predictions`` mean_b f(b) (n, K).
     """
     n, n_baselines = baselines.shape[:2]
-    n_steps = len(rule.nodes)
     n_outputs = 1 if per_sample_output is not None else len(outputs)
     features = x[0].numel()
     dev = x.device
     alphas = torch.as_tensor(rule.nodes, dtype=x.dtype, device=dev)
     weights = torch.as_tensor(rule.weights, dtype=x.dtype, device=dev)
-    flat_x = x.reshape(n, features)
-    flat_baselines = baselines.reshape(n * n_baselines, features)
     flat_region = None if region is None else region.reshape(n, features).to(x.dtype)
     choice_of_sample = per_sample_output.to(dev) if per_sample_output is not None else None
     integrals: torch.Tensor | None = None
     layer_shape: tuple[int, ...] = ()
-    total_points = n * n_baselines * n_steps
-    for begin in range(0, total_points, engine.chunk_points):
-        point = torch.arange(begin, min(begin + engine.chunk_points, total_points), device=dev)
-        path, node = point // n_steps, point % n_steps
-        sample = path // n_baselines
-        starts = flat_baselines[path]
-        deltas = flat_x[sample] - starts
-        points = (starts + alphas[node].unsqueeze(1) * deltas).reshape(len(point), *x.shape[1:])
+    for chunk in path_chunks(x, baselines, alphas, engine.chunk_points):
+        point, node, sample, deltas, points = chunk.point, chunk.node, chunk.sample, chunk.deltas, chunk.points
         direction = deltas if flat_region is None else deltas * flat_region[sample]
         choice = choice_of_sample[sample] if choice_of_sample is not None else None
         jvp_values, gradients, _ = _jvp_and_gradients(engine, cut, points, direction.reshape(points.shape), outputs,
