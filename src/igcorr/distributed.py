@@ -8,6 +8,7 @@ them in rank order, so every rank returns the same Result.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from typing import Any
@@ -31,7 +32,22 @@ def world() -> tuple[int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         logger.info("initialising torch.distributed (%s) from the environment", backend)
         dist.init_process_group(backend=backend)
+        atexit.register(_shut_down_process_group)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _shut_down_process_group() -> None:
+    """Tear down the process group igcorr started, once every rank has finished with it.
+
+    Exiting with a live gloo group lets its communication threads be destroyed mid-flight, which aborts the
+    interpreter ("terminate called without an active exception") on whichever rank leaves first.
+    """
+    if not dist.is_initialized():
+        return
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def shard_bounds(n_samples: int, rank: int, world_size: int) -> tuple[int, int]:
