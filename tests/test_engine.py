@@ -156,3 +156,39 @@ def test_peak_memory_follows_the_budget():
     large, large_chunk = peak(400_000_000)
     assert large_chunk > 3 * small_chunk
     assert large - small <= 1.3 * (400_000_000 - 100_000_000), (small, large)
+
+
+def test_compiled_forward_gives_the_eager_maps(cnn, encoding_data):
+    """torch.compile through AOT autograd: several backward passes per chunk (loop strategy) and the readout
+    hook work on the compiled graph, with the eager maps to float64 rounding."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(12, 1, 8, 8, dtype=torch.float64, generator=generator)
+    y = torch.randint(0, 4, (12,), generator=generator)
+    options = dict(baselines=2, n_steps=6, batch_size=5, progress=False)
+    eager = igcorr.IGC(cnn, output_strategy="loop").attribute((x, y), **options)
+    compiled = igcorr.IGC(cnn, output_strategy="loop", compile={"backend": "aot_eager"}).attribute((x, y), **options)
+    assert compiled.metadata["engine"]["compile"] == {"backend": "aot_eager"}
+    assert eager.metadata["engine"]["compile"] is None
+    np.testing.assert_allclose(compiled.maps, eager.maps, rtol=0, atol=1e-12)
+
+    model = Encoder().double().eval()
+    eager = igcorr.IGC(model).attribute(encoding_data, baselines=3, n_steps=8, progress=False)
+    compiled = igcorr.IGC(model, compile={"backend": "aot_eager"}).attribute(encoding_data, baselines=3, n_steps=8,
+                                                                             progress=False)
+    assert compiled.metadata["engine"]["readout"] == {"layer": "readout", "width": 4}
+    np.testing.assert_allclose(compiled.maps, eager.maps, rtol=0, atol=1e-12)
+
+
+def test_compiled_forward_is_not_recompiled_per_chunk(encoding_data):
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append([tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)])
+        return graph_module.forward
+
+    model = Encoder().double().eval()
+    igcorr.IGC(model, compile={"backend": counting_backend}).attribute(
+        encoding_data, baselines=3, n_steps=8, batch_size=7, progress=False)  # 6 batches, 2 distinct sizes
+    assert 1 <= len(graphs) <= 2, graphs
+    with pytest.raises(InputError, match="compile"):
+        igcorr.IGC(model, compile="yes")

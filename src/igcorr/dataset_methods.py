@@ -103,16 +103,19 @@ class DatasetMethod:
         ``igcorr.inputs.Embedded("embedding_module")`` attributes token or category ids in embedding space.
     autocast : None, "bfloat16" or "float16"
         Evaluate the model under ``torch.autocast`` (gradients accumulated in float64); off by default.
+    compile : bool or dict
+        Run the model through ``torch.compile`` (a dict holds ``torch.compile``'s options); off by default,
+        see :class:`igcorr.engine.Engine`.
     """
 
     name = "dataset_method"
 
     def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None, *,
                  max_memory: int | None = None, output_strategy: str = "auto", readout: Any = "auto",
-                 inputs: InputLayout | None = None, autocast: str | None = None) -> None:
+                 inputs: InputLayout | None = None, autocast: str | None = None, compile: bool | dict = False) -> None:
         self.inputs = inputs
         self.engine = Engine(model, score, max_memory=max_memory, output_strategy=output_strategy, readout=readout,
-                             autocast=autocast)
+                             autocast=autocast, compile=compile)
         self.model = model
         self.score = score
 

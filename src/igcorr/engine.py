@@ -163,11 +163,17 @@ class Engine:
         gradients return in the input's dtype and are accumulated in float64. Off by default: whether it is
         faster depends on the hardware's low-precision support, and it costs accuracy (0.3 % relative error on
         a small CNN's maps in the tests).
+    compile : bool or dict
+        Run the model's forward pass (and so its backward pass) through ``torch.compile`` during the path
+        integrals; a dict is passed to ``torch.compile`` as keyword arguments (e.g. ``{"backend":
+        "aot_eager"}``, ``{"mode": "max-autotune"}``). Off by default: compiling costs seconds to minutes
+        up front, and on the CPU benchmarks of ``docs/speed.md`` the compiled CNN was not faster. The last,
+        smaller chunk of a run triggers one recompilation for its shape.
     """
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], score: ScoreLike = None,
                  chunk_points: int | None = None, max_memory: int | None = None, output_strategy: str = "auto",
-                 readout: Any = "auto", autocast: str | None = None) -> None:
+                 readout: Any = "auto", autocast: str | None = None, compile: bool | dict = False) -> None:
         if not callable(model):
             raise InputError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
         if score is not None and not callable(score) and score not in SCORES:
@@ -178,6 +184,11 @@ class Engine:
         if autocast not in (None, "bfloat16", "float16"):
             raise InputError(f"autocast must be None, 'bfloat16' or 'float16', got {autocast!r}")
         self.autocast = autocast
+        if not isinstance(compile, (bool, dict)):
+            raise InputError(f"compile must be True, False or a dict of torch.compile options, got {compile!r}")
+        self.compile_options: dict | None = (dict(compile) if isinstance(compile, dict) else {}) if compile else None
+        self._compiled: tuple[Callable, Callable] | None = None  # (compiled forward, the forward it compiles)
+        self._readout_input: torch.Tensor | None = None
         if output_strategy not in ("auto", "loop", "batched"):
             raise InputError(f"output_strategy must be 'auto', 'loop' or 'batched', got {output_strategy!r}")
         if not (readout in ("auto", False, None) or isinstance(readout, (str, nn.Linear))):
@@ -265,12 +276,19 @@ class Engine:
                 "running statistics (eval mode) or remove the batch coupling"
             )
 
-    def _scores(self, points: torch.Tensor) -> torch.Tensor:
+    def _compiled_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``self.forward`` through ``torch.compile``, compiled again only if the forward was replaced."""
+        if self._compiled is None or self._compiled[1] is not self.forward:
+            self._compiled = (torch.compile(self.forward, **self.compile_options), self.forward)
+        return self._compiled[0]
+
+    def _scores(self, points: torch.Tensor, compiled: bool = False) -> torch.Tensor:
+        forward = self._compiled_forward() if compiled and self.compile_options is not None else self.forward
         if self.autocast is None:
-            output = self.forward(points)
+            output = forward(points)
         else:
             with torch.autocast(device_type=points.device.type, dtype=getattr(torch, self.autocast)):
-                output = self.forward(points)
+                output = forward(points)
         if not isinstance(output, torch.Tensor):
             raise ModelError(f"the model must return a tensor, got {type(output).__name__}")
         if self.autocast is not None:
@@ -328,7 +346,7 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         """Engine settings for result metadata."""
         return {"chunk_points": self.chunk_points, "output_strategy": self._strategy or self.output_strategy,
-                "autocast": self.autocast,
+                "autocast": self.autocast, "compile": self.compile_options,
                 "readout": None if self.readout is None else
                 {"layer": self.readout_name, "width": self.readout.in_features}}
 
@@ -398,21 +416,26 @@ class Engine:
         return int(3 * activations + features * (3 * element + 8) + n_vjp_outputs * features * element)
 
     # ------------------------------------------------------------------ integrated gradients
-    def _gradient_targets(self, points: torch.Tensor, outputs: torch.Tensor,
-                          choice: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward pass: (differentiated quantities (P, J), attributed scores (P, K) detached)."""
+    def _gradient_targets(self, points: torch.Tensor, outputs: torch.Tensor, choice: torch.Tensor | None,
+                          compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward pass: (differentiated quantities (P, J), attributed scores (P, K) detached); ``compiled``
+        uses the compiled forward if compilation was asked for."""
         if self.readout is None:
-            scores = self._scores(points)[:, outputs]
+            scores = self._scores(points, compiled)[:, outputs]
             if choice is not None:
                 scores = scores.gather(1, choice.unsqueeze(1))
             return scores, scores.detach()
-        captured: list[torch.Tensor] = []
-        handle = self.readout.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0]))
+        # one bound method as the hook, so that a compiled forward sees the same hook every chunk (no recompiles)
+        handle = self.readout.register_forward_hook(self._capture_readout_input)
         try:
-            scores = self._scores(points)[:, outputs]
+            scores = self._scores(points, compiled)[:, outputs]
+            captured, self._readout_input = self._readout_input, None
         finally:
             handle.remove()
-        return captured[0], scores.detach()
+        return captured, scores.detach()
+
+    def _capture_readout_input(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: Any) -> None:
+        self._readout_input = inputs[0]
 
     def _vjps(self, targets: torch.Tensor, points: torch.Tensor, cotangent: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (j, cotangent-weighted gradient of targets[:, j] w.r.t. points) for every column j."""
@@ -492,9 +515,11 @@ class Engine:
         # the variance of projected attributions is not the projection of variances: no readout shortcut then
         readout = self.readout if per_sample_output is None and path_alphas is None else None
         saved_readout, self.readout = self.readout, readout
+        compiling = _keep_saved_tensors() if self.compile_options is not None else contextlib.nullcontext()
         try:
-            return self._integrate(x, baselines, rule, outputs, per_sample_output, first_index, path_alphas,
-                                   with_scores)
+            with compiling:
+                return self._integrate(x, baselines, rule, outputs, per_sample_output, first_index, path_alphas,
+                                       with_scores)
         finally:
             self.readout = saved_readout
 
@@ -522,7 +547,7 @@ class Engine:
                                                              chunk.deltas, chunk.points)
                 points.requires_grad_(True)
                 choice = choice_of_sample[sample] if choice_of_sample is not None else None
-                targets, scores = self._gradient_targets(points, outputs, choice)
+                targets, scores = self._gradient_targets(points, outputs, choice, compiled=True)
                 cotangent = weights[node]
                 if self._strategy is None and not self._batched_fits(targets, points):
                     self._strategy = "loop"
@@ -603,6 +628,21 @@ class Engine:
                 UserWarning, stacklevel=3,
             )
         return PathIntegrals(attributions, coarse.predictions, coarse.baseline_predictions, steps=steps)
+
+
+def _keep_saved_tensors() -> contextlib.AbstractContextManager:
+    """Keep a compiled graph's saved activations alive across backward passes.
+
+    The engine takes one backward pass per output through the same forward graph (``retain_graph``), which
+    compiled graphs refuse when their saved activations are donated to (freed by) the first backward pass.
+    """
+    try:
+        import torch._functorch.config as functorch_config
+    except ImportError:  # pragma: no cover - older torch without buffer donation
+        return contextlib.nullcontext()
+    if not hasattr(functorch_config, "donated_buffer"):  # pragma: no cover
+        return contextlib.nullcontext()
+    return functorch_config.patch(donated_buffer=False)
 
 
 def _residual_exceeds(attributions: torch.Tensor, explained: torch.Tensor, tolerance: float) -> torch.Tensor:
