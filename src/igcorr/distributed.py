@@ -46,6 +46,8 @@ def _shut_down_process_group() -> None:
         return
     try:
         dist.barrier()
+    except RuntimeError as error:  # a rank that crashed or left long ago: nothing left to wait for
+        logger.warning("torch.distributed: not every rank reached the end of the run (%s)", error)
     finally:
         dist.destroy_process_group()
 
