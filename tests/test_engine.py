@@ -192,3 +192,35 @@ def test_compiled_forward_is_not_recompiled_per_chunk(encoding_data):
     assert 1 <= len(graphs) <= 2, graphs
     with pytest.raises(InputError, match="compile"):
         igcorr.IGC(model, compile="yes")
+
+
+def test_chunk_tuning_keeps_the_fastest_size_and_strategy():
+    from igcorr.engine import ChunkTuning
+
+    tuning = ChunkTuning([128, 256, 512, 1024], ["loop", "batched"])
+    assert tuning.trying == 128
+    tuning.record(128, {"loop": 99.0, "batched": 99.0})  # warm-up: not kept
+    assert tuning.seconds_per_point == {} and tuning.choice() == (1024, "loop")
+    tuning.record(128, {"loop": 1.5, "batched": 1.0})  # the loop is never dropped
+    assert tuning.choice() == (128, "batched") and tuning.trying == 256 and len(tuning.strategies) == 2
+    tuning.record(256, {"loop": 2.0, "batched": 3.0})  # batched 1.5× slower than the loop here: dropped
+    assert tuning.strategies == ["loop"] and tuning.choice() == (256, "loop")
+    tuning.record(512, {"loop": 4.5})  # slower per point than 256: the trial ends before 1024
+    assert tuning.trying is None and tuning.choice() == (256, "loop")
+    assert ChunkTuning([512], ["loop"]).trying is None  # nothing to decide
+
+
+def test_tuned_chunks_give_the_fixed_chunk_maps(cnn):
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 1, 8, 8, dtype=torch.float64, generator=generator)
+    y = torch.randint(0, 4, (40,), generator=generator)
+    options = dict(baselines=4, n_steps=16, progress=False)
+    tuned = igcorr.IGC(cnn).attribute((x, y), **options)  # 2,560 points: the trial runs on real chunks
+    engine = tuned.metadata["engine"]
+    assert engine["chunk_points"] in (128, 256, 512, 1024, 2048)
+    assert engine["microseconds_per_point"] and all(v > 0 for v in engine["microseconds_per_point"].values())
+    fixed = igcorr.IGC(cnn, output_strategy="loop")
+    fixed.engine.fixed_chunk_points = 100
+    reference = fixed.attribute((x, y), **options)
+    assert reference.metadata["engine"]["chunk_points"] == 100
+    np.testing.assert_allclose(tuned.maps, reference.maps, rtol=0, atol=1e-12)

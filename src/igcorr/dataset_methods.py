@@ -92,7 +92,7 @@ class DatasetMethod:
         at most 4 GiB); a quarter of it also bounds the batch of per-sample attributions when ``batch_size`` is
         not given.
     output_strategy : {"auto", "loop", "batched"}
-        One backward pass per output, or all outputs in one batched pass; "auto" times both on the first chunk.
+        One backward pass per output, or all outputs in one batched pass; "auto" times both on the first chunks.
     readout : "auto", False, str or nn.Linear
         Linear-readout shortcut for models with more attributed outputs than readout inputs (exact); "auto"
         detects a final ``nn.Linear``. Reported in ``Result.metadata["engine"]``.

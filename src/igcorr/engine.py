@@ -1,11 +1,11 @@
 """The gradient engine: integrated gradients for a batch of samples and baselines.
 
 For n samples with M baselines each and a quadrature rule of S nodes, the engine evaluates the n·M·S path
-points in chunks sized from a memory budget: one forward pass per chunk, then the vector-Jacobian products of
-the attributed outputs (a loop of backward passes or one batched pass, whichever a timing of the first chunk
-finds faster), with the quadrature weights as the cotangent so that the returned gradient is already weighted.
+points in chunks: one forward pass per chunk, then the vector-Jacobian products of the attributed outputs (a
+loop of backward passes or one batched pass), with the quadrature weights as the cotangent so that the returned gradient is already weighted.
 Each weighted gradient times its path's displacement (x − b) is accumulated per sample in float64 and averaged
-over the baselines. When the model ends in a linear readout narrower than the number of attributed outputs,
+over the baselines. The chunk size (within a memory budget) and the output strategy are chosen by timing the
+first chunks of a run (:class:`ChunkTuning`). When the model ends in a linear readout narrower than the number of attributed outputs,
 the readout's inputs are attributed instead and projected (exact). Nothing leaves the model's device.
 
 The model is used as a pure function during attribution: its parameters are frozen (no parameter gradient is
@@ -39,8 +39,10 @@ _MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase
 
 #: path points per forward pass before the engine is configured for a model
 DEFAULT_CHUNK_POINTS = 512
-#: upper limit of the memory-derived chunk size: larger chunks only add allocation churn on CPUs
-MAX_CHUNK_POINTS = 1024
+#: chunk sizes timed on the first chunks of a run (those within the memory budget); the fastest per point is
+#: kept. The best size depends on the model and the machine's caches: 256 for a 28×28 CNN, 512 for a 64×64 MLP,
+#: with up to 3× between the best and the worst on a 2-core CPU
+CHUNK_CANDIDATES = (128, 256, 512, 1024, 2048)
 
 
 @dataclass
@@ -56,18 +58,22 @@ class PathChunk:
     points: torch.Tensor
 
 
-def path_chunks(x: torch.Tensor, baselines: torch.Tensor, alphas: torch.Tensor, chunk_points: int,
-                point_alphas: torch.Tensor | None = None) -> Iterator[PathChunk]:
+def path_chunks(x: torch.Tensor, baselines: torch.Tensor, alphas: torch.Tensor,
+                chunk_points: int | Callable[[], int], point_alphas: torch.Tensor | None = None) -> Iterator[PathChunk]:
     """The n·M·S points of the straight paths from ``baselines`` (n, M, *x_shape) to ``x`` (n, *x_shape) at the
-    nodes ``alphas`` (S,), flattened in (sample, baseline, node) order and cut into chunks of ``chunk_points``.
-    ``point_alphas`` (n·M·S,) gives every point its own α instead (Monte-Carlo paths)."""
+    nodes ``alphas`` (S,), flattened in (sample, baseline, node) order and cut into chunks of ``chunk_points``
+    (or of the size that callable returns when the next chunk is cut). ``point_alphas`` (n·M·S,) gives every
+    point its own α instead (Monte-Carlo paths)."""
     n, n_baselines = baselines.shape[:2]
     n_steps = len(alphas)
     flat_x = x.reshape(n, -1)
     flat_baselines = baselines.reshape(n * n_baselines, -1)
     total_points = n * n_baselines * n_steps
-    for begin in range(0, total_points, chunk_points):
-        point = torch.arange(begin, min(begin + chunk_points, total_points), device=x.device)
+    begin = 0
+    while begin < total_points:
+        size = chunk_points() if callable(chunk_points) else chunk_points
+        point = torch.arange(begin, min(begin + size, total_points), device=x.device)
+        begin += size
         path, node = point // n_steps, point % n_steps
         sample = path // n_baselines
         starts = flat_baselines[path]
@@ -108,6 +114,66 @@ class PathIntegrals:
         return total - (self.predictions - self.baseline_predictions)
 
 
+class ChunkTuning:
+    """Chooses the chunk size and the output strategy with the lowest time per path point by timing real chunks.
+
+    The first chunk is a warm-up (allocator growth, kernel selection); then the candidate sizes are timed on
+    one chunk each, smallest first, with every output strategy still in the running. The trial stops at the
+    first size slower per point than the one before (the time per point falls while chunks amortise the
+    per-pass overheads, then rises once the activations leave the caches), and the batched strategy leaves the
+    running once it is more than ``DROP_RATIO`` times slower than the loop: its cost relative to the loop
+    grows with the chunk (its cotangents are J × P × J), so it does not come back at larger sizes. Timed
+    chunks are real work: a run that ends before the trial is over has lost nothing but the batched passes.
+    """
+
+    DROP_RATIO = 1.25
+
+    def __init__(self, sizes: Sequence[int], strategies: Sequence[str]) -> None:
+        self.sizes = list(sizes)
+        self.strategies = list(strategies)
+        decided = len(self.sizes) == 1 and len(self.strategies) == 1
+        self.queue: list[int] = [] if decided else [self.sizes[0], *self.sizes]
+        self.warmed_up = False
+        self.seconds_per_point: dict[tuple[int, str], float] = {}
+
+    @property
+    def trying(self) -> int | None:
+        """The chunk size being timed, or None once the trial is over."""
+        return self.queue[0] if self.queue else None
+
+    def drop(self, strategy: str) -> None:
+        """Take a strategy out of the running (it does not fit in memory or disagrees with the others)."""
+        if strategy in self.strategies and len(self.strategies) > 1:
+            self.strategies.remove(strategy)
+            self.seconds_per_point = {key: v for key, v in self.seconds_per_point.items() if key[1] != strategy}
+
+    def record(self, size: int, seconds: dict[str, float]) -> None:
+        """Seconds each strategy took for a chunk of ``size`` points (forward pass and accumulation included)."""
+        self.queue.pop(0)
+        if not self.warmed_up:
+            self.warmed_up = True
+            return
+        for strategy, value in seconds.items():
+            self.seconds_per_point[(size, strategy)] = value / size
+        fastest = min(value / size for value in seconds.values())
+        if "batched" in seconds and "loop" in seconds and seconds["batched"] > self.DROP_RATIO * seconds["loop"]:
+            self.drop("batched")
+        smaller = [key for key in self.seconds_per_point if key[0] < size]
+        if smaller and fastest > min(self.seconds_per_point[key] for key in smaller):
+            self.queue.clear()
+
+    def choice(self) -> tuple[int, str]:
+        """The fastest (chunk size, strategy) measured so far; the largest size before any measurement."""
+        if not self.seconds_per_point:
+            return self.sizes[-1], self.strategies[0]
+        return min(self.seconds_per_point, key=self.seconds_per_point.__getitem__)
+
+    def describe(self) -> dict[str, float]:
+        """Measured microseconds per point, keyed "size strategy"."""
+        return {f"{size} {strategy}": round(value * 1e6, 2)
+                for (size, strategy), value in sorted(self.seconds_per_point.items())}
+
+
 def model_device_dtype(model: nn.Module) -> tuple[torch.device | None, torch.dtype | None]:
     """Device and floating dtype of the model's first floating parameter or buffer (None, None if none)."""
     for tensor in list(model.parameters()) + list(model.buffers()):
@@ -144,7 +210,8 @@ class Engine:
         What is attributed for each output: the raw output, its softmax probability, its log-probability, or
         ``score(output)`` returning (P, K') for any callable.
     chunk_points : int, optional
-        Path points per forward pass; by default derived from ``max_memory``.
+        Path points per forward pass; by default the fastest per point among the sizes that fit
+        ``max_memory``, found by timing the first chunks (``metadata["engine"]["microseconds_per_point"]``).
     max_memory : int, optional
         Bytes the path-point chunks may take (activations, gradients and temporaries); default
         :func:`default_memory_budget`. The model, the data, the per-batch attribution buffers and fixed
@@ -152,7 +219,7 @@ class Engine:
     output_strategy : {"auto", "loop", "batched"}
         How the vector-Jacobian products of several outputs are taken: one backward pass per output ("loop"),
         or all at once with batched cotangents ("batched", vmap over the backward pass). "auto" times both on
-        the first chunk and keeps the faster; the results are identical.
+        the first chunks, along with the chunk sizes, and keeps the faster; the results are identical.
     readout : "auto", False, str or nn.Linear
         Linear-readout shortcut: when the model's output is an ``nn.Linear`` layer's output (or the named
         layer's), the raw outputs are attributed, and more outputs are attributed than the layer has inputs,
@@ -205,6 +272,7 @@ class Engine:
         self.readout: nn.Linear | None = None
         self.readout_name: str | None = None
         self._strategy: str | None = None if output_strategy == "auto" else output_strategy
+        self._tuning: ChunkTuning | None = None
         module = model if isinstance(model, nn.Module) else None
         self.device, self.dtype = model_device_dtype(module) if module is not None else (None, None)
     # ------------------------------------------------------------------ model state
@@ -332,21 +400,33 @@ class Engine:
         self.readout, self.readout_name = self._find_readout(x, len(outputs))
         width = self.readout.in_features if self.readout is not None else len(outputs)
         if self.fixed_chunk_points is not None:
-            self.chunk_points = self.fixed_chunk_points
-            return
-        budget = self.max_memory or default_memory_budget()
-        per_point = self._bytes_per_point(x, width)
-        if per_point > budget:
-            raise InputError(
-                f"max_memory={budget} bytes is too small: one path point needs about {per_point} bytes of "
-                f"activations and gradients; raise max_memory to at least {per_point * 4}"
-            )
-        self.chunk_points = int(min(MAX_CHUNK_POINTS, budget // per_point))
+            sizes = [self.fixed_chunk_points]
+        else:
+            budget = self.max_memory or default_memory_budget()
+            per_point = self._bytes_per_point(x, width)
+            if per_point > budget:
+                raise InputError(
+                    f"max_memory={budget} bytes is too small: one path point needs about {per_point} bytes of "
+                    f"activations and gradients; raise max_memory to at least {per_point * 4}"
+                )
+            largest = int(budget // per_point)
+            sizes = [size for size in CHUNK_CANDIDATES if size <= largest] or [largest]
+        if self.output_strategy != "auto":
+            strategies = [self.output_strategy]
+        else:
+            strategies = ["loop", "batched"] if width > 1 else ["loop"]
+        self._tuning = ChunkTuning(sizes, strategies)
+        self.chunk_points, self._strategy = self._tuning.choice()
+
+    def _next_chunk_size(self) -> int:
+        trying = self._tuning.trying if self._tuning is not None else None
+        return trying if trying is not None else self.chunk_points
 
     def describe(self) -> dict[str, Any]:
         """Engine settings for result metadata."""
+        timings = self._tuning.describe() if self._tuning is not None else {}
         return {"chunk_points": self.chunk_points, "output_strategy": self._strategy or self.output_strategy,
-                "autocast": self.autocast, "compile": self.compile_options,
+                "microseconds_per_point": timings, "autocast": self.autocast, "compile": self.compile_options,
                 "readout": None if self.readout is None else
                 {"layer": self.readout_name, "width": self.readout.in_features}}
 
@@ -437,19 +517,21 @@ class Engine:
     def _capture_readout_input(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: Any) -> None:
         self._readout_input = inputs[0]
 
-    def _vjps(self, targets: torch.Tensor, points: torch.Tensor, cotangent: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield (j, cotangent-weighted gradient of targets[:, j] w.r.t. points) for every column j."""
+    def _vjps(self, targets: torch.Tensor, points: torch.Tensor, cotangent: torch.Tensor,
+              strategy: str | None = None, keep_graph: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield (j, cotangent-weighted gradient of targets[:, j] w.r.t. points) for every column j, with the
+        given output strategy (default: the engine's); ``keep_graph`` leaves the graph for another pass."""
         n_targets = targets.shape[1]
-        strategy = self._strategy or "loop"
+        strategy = strategy or self._strategy or "loop"
         if n_targets == 1 or strategy == "loop":
             for j in range(n_targets):
                 (gradient,) = torch.autograd.grad(targets[:, j], points, grad_outputs=cotangent,
-                                                  retain_graph=j < n_targets - 1)
+                                                  retain_graph=keep_graph or j < n_targets - 1)
                 yield j, gradient
             return
         eye = torch.eye(n_targets, dtype=targets.dtype, device=targets.device)
         (gradients,) = torch.autograd.grad(targets, points, grad_outputs=eye.unsqueeze(1) * cotangent.view(1, -1, 1),
-                                           is_grads_batched=True)
+                                           retain_graph=keep_graph, is_grads_batched=True)
         yield from enumerate(gradients)
 
     def _batched_fits(self, targets: torch.Tensor, points: torch.Tensor) -> bool:
@@ -459,25 +541,36 @@ class Engine:
         needed = n_targets * n_points * (n_targets + points[0].numel()) * points.element_size()
         return needed <= (self.max_memory or default_memory_budget()) // 4
 
-    def _calibrate(self, targets: torch.Tensor, points: torch.Tensor, cotangent: torch.Tensor) -> list[torch.Tensor]:
-        """Time both output strategies on this chunk, keep the faster one; returns the loop's gradients."""
-        started = time.perf_counter()
-        looped = [torch.autograd.grad(targets[:, j], points, grad_outputs=cotangent, retain_graph=True)[0]
-                  for j in range(targets.shape[1])]
-        loop_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._strategy = "batched"
-                batched = [g for _, g in self._vjps(targets, points, cotangent)]
-            batched_seconds = time.perf_counter() - started
-            agree = all(torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(a.abs().max() + 1e-30))
-                        for a, b in zip(looped, batched))
-        except RuntimeError:
-            batched_seconds, agree = float("inf"), False
-        self._strategy = "batched" if agree and batched_seconds < loop_seconds else "loop"
-        return looped
+    def _timed_vjps(self, targets: torch.Tensor, points: torch.Tensor, cotangent: torch.Tensor,
+                    tuning: ChunkTuning) -> tuple[list[torch.Tensor], dict[str, float]]:
+        """The gradients with every strategy still in the running, timed; returns the first strategy's
+        gradients and each strategy's seconds. A batched pass that does not fit the memory budget, fails or
+        disagrees with the loop is dropped for the rest of the run."""
+        reference: list[torch.Tensor] | None = None
+        seconds: dict[str, float] = {}
+        for strategy in list(tuning.strategies):
+            if strategy == "batched" and "loop" in tuning.strategies and not self._batched_fits(targets, points):
+                tuning.drop(strategy)
+                continue
+            started = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # vmap over the backward pass warns about slow fallbacks
+                    gradients = [g for _, g in self._vjps(targets, points, cotangent, strategy, keep_graph=True)]
+            except RuntimeError:
+                if strategy != "batched" or len(tuning.strategies) == 1:
+                    raise
+                tuning.drop(strategy)
+                continue
+            seconds[strategy] = time.perf_counter() - started
+            if reference is None:
+                reference = gradients
+            elif not all(torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(a.abs().max() + 1e-30))
+                         for a, b in zip(reference, gradients)):
+                tuning.drop(strategy)
+                del seconds[strategy]
+        assert reference is not None  # the loop strategy never leaves the running
+        return reference, seconds
 
     def integrate(self, x: torch.Tensor, baselines: torch.Tensor, rule: Rule, outputs: torch.Tensor,
                   per_sample_output: torch.Tensor | None = None, first_index: int = 0,
@@ -542,17 +635,18 @@ class Engine:
         baseline_predictions = torch.zeros(n, n_outputs, dtype=torch.float64, device=dev)
         choice_of_sample = per_sample_output.to(dev) if per_sample_output is not None else None
         with torch.enable_grad():
-            for chunk in path_chunks(x, baselines, alphas, self.chunk_points, flat_alphas):
+            for chunk in path_chunks(x, baselines, alphas, self._next_chunk_size, flat_alphas):
                 point, path, node, sample, deltas, points = (chunk.point, chunk.path, chunk.node, chunk.sample,
                                                              chunk.deltas, chunk.points)
+                tuning = self._tuning if self._tuning is not None and self._tuning.trying == len(point) else None
+                started = time.perf_counter()
                 points.requires_grad_(True)
                 choice = choice_of_sample[sample] if choice_of_sample is not None else None
                 targets, scores = self._gradient_targets(points, outputs, choice, compiled=True)
                 cotangent = weights[node]
-                if self._strategy is None and not self._batched_fits(targets, points):
-                    self._strategy = "loop"
-                if self._strategy is None and targets.shape[1] > 1:
-                    gradients: Any = enumerate(self._calibrate(targets, points, cotangent))
+                if tuning is not None:
+                    timed, backward_seconds = self._timed_vjps(targets, points, cotangent, tuning)
+                    gradients: Any = enumerate(timed)
                 else:
                     gradients = self._vjps(targets, points, cotangent)
                 for j, gradient in gradients:
@@ -566,6 +660,10 @@ class Engine:
                     baseline_predictions.index_add_(0, sample[at_baseline], scores[at_baseline])
                     at_input = (node == n_steps - 1) & (path % n_baselines == 0)
                     predictions.index_add_(0, sample[at_input], scores[at_input])
+                if tuning is not None:
+                    shared = time.perf_counter() - started - sum(backward_seconds.values())
+                    tuning.record(len(point), {name: shared + value for name, value in backward_seconds.items()})
+                    self.chunk_points, self._strategy = tuning.choice()
         if not endpoint_scores and with_scores:
             pair_sample = torch.arange(n, device=dev).repeat_interleave(n_baselines)
             flat_scores = self.scores(baselines.reshape(n * n_baselines, *x.shape[1:]), outputs).double()
