@@ -23,8 +23,12 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/igcorr demo
 
+# about an hour on 2 cores; W3 uses 4 steps (its ratio does not depend on them, and without the readout
+# shortcut each path point costs 2,000 backward passes)
 bench: $(STAMP)
-	$(PY) benchmarks/bench_igc.py --out benchmarks/results
+	$(PY) benchmarks/bench_igc.py --workloads W1 --steps 64 --reference-steps 96 --no-variants --out benchmarks/results/w1
+	$(PY) benchmarks/bench_igc.py --workloads W2 --steps 64 --reference-steps 256 --out benchmarks/results/w2
+	$(PY) benchmarks/bench_igc.py --workloads W3 --steps 4 --reference-steps 16 --out benchmarks/results/w3
 
 # the documentation site, built offline into site/ (the docs extra: mkdocs, mkdocstrings)
 $(DOCS_STAMP): $(STAMP) pyproject.toml

@@ -207,6 +207,10 @@ def test_chunk_tuning_keeps_the_fastest_size_and_strategy():
     assert tuning.strategies == ["loop"] and tuning.choice() == (256, "loop")
     tuning.record(512, {"loop": 4.5})  # slower per point than 256: the trial ends before 1024
     assert tuning.trying is None and tuning.choice() == (256, "loop")
+    close = ChunkTuning([128, 256, 512], ["loop"])
+    for size, seconds in ((128, 1.0), (128, 1.0), (256, 1.5), (512, 2.9)):
+        close.record(size, {"loop": seconds})
+    assert close.choice() == (256, "loop")  # 512 is 3 % faster per point: within the margin, the smaller wins
     assert ChunkTuning([512], ["loop"]).trying is None  # nothing to decide
 
 
