@@ -244,7 +244,7 @@ class Engine:
         Run the model's forward pass (and so its backward pass) through ``torch.compile`` during the path
         integrals; a dict is passed to ``torch.compile`` as keyword arguments (e.g. ``{"backend":
         "aot_eager"}``, ``{"mode": "max-autotune"}``). Off by default: compiling costs seconds to minutes
-        up front, and on the CPU benchmarks of ``docs/speed.md`` the compiled CNN was not faster. The last,
+        up front, and on the CPU benchmarks of ``docs/speed.md`` compiling did not pay. The last,
         smaller chunk of a run triggers one recompilation for its shape.
     """
 
@@ -556,30 +556,30 @@ class Engine:
         """The gradients with every strategy still in the running, timed; returns the first strategy's
         gradients and each strategy's seconds. A batched pass that does not fit the memory budget, fails or
         disagrees with the loop is dropped for the rest of the run."""
-        reference: list[torch.Tensor] | None = None
-        seconds: dict[str, float] = {}
-        for strategy in list(tuning.strategies):
-            if strategy == "batched" and "loop" in tuning.strategies and not self._batched_fits(targets, points):
-                tuning.drop(strategy)
-                continue
+        def timed(strategy: str) -> tuple[list[torch.Tensor], float]:
             started = time.perf_counter()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # vmap over the backward pass warns about slow fallbacks
-                    gradients = [g for _, g in self._vjps(targets, points, cotangent, strategy, keep_graph=True)]
-            except RuntimeError:
-                if strategy != "batched" or len(tuning.strategies) == 1:
-                    raise
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # vmap over the backward pass warns about slow fallbacks
+                gradients = [g for _, g in self._vjps(targets, points, cotangent, strategy, keep_graph=True)]
+            return gradients, time.perf_counter() - started
+
+        # the first strategy (the loop, or the one the user forced) is never dropped: its gradients are used
+        first, *others = tuning.strategies
+        reference, first_seconds = timed(first)
+        seconds = {first: first_seconds}
+        for strategy in others:
+            if not self._batched_fits(targets, points):
                 tuning.drop(strategy)
                 continue
-            seconds[strategy] = time.perf_counter() - started
-            if reference is None:
-                reference = gradients
-            elif not all(torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(a.abs().max() + 1e-30))
-                         for a, b in zip(reference, gradients)):
+            try:
+                gradients, seconds[strategy] = timed(strategy)
+            except RuntimeError:
+                tuning.drop(strategy)
+                continue
+            if not all(torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(a.abs().max() + 1e-30))
+                       for a, b in zip(reference, gradients)):
                 tuning.drop(strategy)
                 del seconds[strategy]
-        assert reference is not None  # the loop strategy never leaves the running
         return reference, seconds
 
     def integrate(self, x: torch.Tensor, baselines: torch.Tensor, rule: Rule, outputs: torch.Tensor,
