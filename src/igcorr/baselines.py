@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from igcorr.data import DataSource, as_tensor, check_finite
-from igcorr.errors import InputError, NonFiniteError, ShapeError
+from igcorr._validation import check_bool, check_finite, check_number, check_positive_int
+from igcorr.data import DataSource, as_tensor
+from igcorr.errors import InputError, ShapeError
 from igcorr.seeding import generator_for, keyed_integers
 
 
@@ -49,10 +50,7 @@ class Constant(BaselineSpec):
     """One baseline with every component equal to ``value`` (zero by default)."""
 
     def __init__(self, value: float = 0.0) -> None:
-        value = float(value)
-        if not np.isfinite(value):
-            raise InputError(f"a constant baseline must be finite, got {value}")
-        self.value = value
+        self.value = check_number(value, "a constant baseline", hint="the value of every component")
 
     def for_samples(self, indices: np.ndarray, x: torch.Tensor) -> torch.Tensor:
         return torch.full_like(x, self.value).unsqueeze(1)
@@ -109,10 +107,8 @@ class FromData(BaselineSpec):
     """
 
     def __init__(self, count: int, shared: bool = False, *, at_most_dataset_size: bool = True) -> None:
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-            raise InputError(f"the number of dataset baselines must be a positive integer, got {count!r}")
-        self.count = int(count)
-        self.shared = bool(shared)
+        self.count = check_positive_int(count, "count", hint="the number of dataset baselines per sample")
+        self.shared = check_bool(shared, "shared", hint="one set of dataset baselines for all samples")
         self.at_most_dataset_size = at_most_dataset_size or self.shared
         self._source: DataSource | None = None
         self._n_samples = 0
@@ -166,7 +162,7 @@ class Resampled(BaselineSpec):
 
     def __init__(self, inner: BaselineSpec, count: int) -> None:
         self.inner = inner
-        self.count = int(count)
+        self.count = check_positive_int(count, "count", hint="draws per sample from the baselines")
         self.shared = False
         self._seed = 0
 
@@ -198,12 +194,7 @@ def per_point_draws(spec: BaselineSpec, n_points: int) -> BaselineSpec:
 
 def _check_drawn(drawn: torch.Tensor, dataset_indices: np.ndarray) -> None:
     """Baselines drawn from the data must be finite; name the dataset sample that is not."""
-    finite = torch.isfinite(drawn.reshape(len(drawn), -1)).all(dim=1)
-    if not bool(finite.all()):
-        bad = int(np.asarray(dataset_indices).reshape(-1)[int(torch.nonzero(~finite)[0])])
-        raise NonFiniteError(
-            f"input of sample {bad}, drawn as a baseline, contains NaN or Inf; remove or impute that sample"
-        )
+    check_finite(drawn, "input (drawn as a baseline)", np.asarray(dataset_indices).reshape(-1))
 
 
 class PerInput(BaselineSpec):

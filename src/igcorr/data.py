@@ -23,7 +23,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch.utils.data.dataloader import default_collate
 
-from igcorr.errors import InputError, NonFiniteError, ShapeError
+# check_finite is also imported from here by older callers; it is the shared check of igcorr._validation
+from igcorr._validation import check_finite, check_positive_int
+from igcorr.errors import InputError, ShapeError
 from igcorr.inputs import is_structured, members, rebuild
 
 
@@ -48,18 +50,6 @@ def as_tensor(value: Any, name: str) -> torch.Tensor:
     raise InputError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
 
 
-def check_finite(tensor: torch.Tensor, name: str, start: int = 0) -> None:
-    """Raise NonFiniteError naming the first sample (global index) that holds NaN or Inf."""
-    if not tensor.is_floating_point() and not tensor.is_complex():
-        return
-    finite = torch.isfinite(tensor.reshape(len(tensor), -1)).all(dim=1) if tensor.ndim else torch.isfinite(tensor)
-    if not bool(finite.all()):
-        bad = int(torch.nonzero(~finite.reshape(-1))[0]) + start
-        raise NonFiniteError(
-            f"{name} of sample {bad} contains NaN or Inf; remove or impute that sample before attributing"
-        )
-
-
 class DataSource:
     """Uniform, validated access to a dataset of (x, y) pairs.
 
@@ -72,9 +62,7 @@ class DataSource:
     """
 
     def __init__(self, data: Any, batch_size: int = 64) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = batch_size
+        self.batch_size = check_positive_int(batch_size, "batch_size", hint="samples per batch")
         self._pair: tuple[torch.Tensor, torch.Tensor] | None = None
         self._dataset: Dataset | None = None
         self._loader: DataLoader | None = None

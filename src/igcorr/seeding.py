@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from igcorr._validation import check_positive_int
 from igcorr.errors import InputError
 
 _MASK64 = (1 << 64) - 1
@@ -119,9 +120,7 @@ def keyed_permutation(seed: int, stream: np.ndarray | int, indices: np.ndarray |
     InputError
         If n is not a positive integer, or stream / indices are not integers or an index is outside [0, n).
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n must be a positive integer (the number of elements to permute), got {n!r}")
-    n = int(n)
+    n = check_positive_int(n, "n", hint="the number of elements to permute, a positive integer")
     index_array = np.asarray(indices)
     stream_array = np.asarray(stream)
     for name, array in (("indices", index_array), ("stream", stream_array)):
