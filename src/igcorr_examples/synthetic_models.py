@@ -1,9 +1,9 @@
 """Trainable models for the synthetic benchmark and a small, reproducible training loop.
 
-The paper attributes, besides the statistic itself (:func:`igcorr.benchmarks.synthetic.function_model`), a
+The paper attributes, besides the statistic itself (:func:`igcorr_examples.synthetic.function_model`), a
 network trained to predict it. :class:`SmallConvNeXt` is the paper's network, :class:`SyntheticMLP` a lighter
 alternative, :func:`trainable_model` builds either with a seeded initialisation, and :func:`train_model`
-fits one to a :class:`~igcorr.benchmarks.synthetic.SyntheticDataset` (or any map-style dataset of
+fits one to a :class:`~igcorr_examples.synthetic.SyntheticDataset` (or any map-style dataset of
 ``(x, y)`` pairs).
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from igcorr.benchmarks.synthetic import IMAGE_SIZE, num_outputs
+from igcorr_examples.synthetic import IMAGE_SIZE, num_outputs
 from igcorr.errors import InputError, NonFiniteError, ShapeError
 from igcorr.seeding import generator_for, keyed_uint64
 
@@ -333,29 +333,19 @@ def train_model(
     state is restored afterwards). A run with the same seed is therefore repeatable on the same machine.
     A trailing batch of a single sample is merged into the previous batch (BatchNorm needs two samples).
 
-    Speed on this project's 2-core CPU (torch 2.13, float32, 2,000 images of 64×64, batch 64; best of several
-    measured epochs, seconds per epoch with ``torch.set_num_threads(2)`` / ``(1)``):
-
-    ======================================================  ==========  ==========
-    model                                                   2 threads   1 thread
-    ======================================================  ==========  ==========
-    :class:`SyntheticMLP` (hidden 256, 64; 1.07 M params)   0.13        0.20
-    :class:`SmallConvNeXt` (3 blocks/stage; 0.87 M params)  5.4         9.0
-    :class:`SmallConvNeXt` with ``depths=1`` (0.50 M)       2.3         3.8
-    ======================================================  ==========  ==========
-
-    When other processes share the two cores, two torch threads can be many times slower than one (up to
-    ~30× for the MLP and ~10× for the ConvNeXt were measured); use ``torch.set_num_threads(1)`` there. The
-    paper's schedule (100,000 images, 50 epochs, lr 5e-5) would take about 4 h for the ConvNeXt on this
-    machine; the CPU-sized defaults here are a few thousand images, tens of epochs and lr 1e-3. Losses do
-    not depend on the number of threads beyond float rounding.
+    On a CPU an epoch of :class:`SmallConvNeXt` (3 blocks per stage, 0.87 M parameters) costs tens of times
+    more than one of :class:`SyntheticMLP` (hidden 256, 64; 1.07 M parameters); ``depths=1`` roughly halves
+    the ConvNeXt's cost. When other processes share the cores, several torch threads can be much slower than
+    one; use ``torch.set_num_threads(1)`` there. The paper's schedule (100,000 images, 50 epochs, lr 5e-5)
+    takes hours for the ConvNeXt on a CPU; the CPU-sized defaults here are a few thousand images, tens of
+    epochs and lr 1e-3. Losses do not depend on the number of threads beyond float rounding.
 
     Parameters
     ----------
     model : torch.nn.Module
         Maps (b, ...) inputs to (b, k) outputs; must have trainable parameters.
     dataset : torch.utils.data.Dataset
-        Map-style dataset of ``(x, y)`` pairs; :class:`~igcorr.benchmarks.synthetic.SyntheticDataset` is read
+        Map-style dataset of ``(x, y)`` pairs; :class:`~igcorr_examples.synthetic.SyntheticDataset` is read
         through its fast ``get_batch``. y has shape (k,) (MSE) or is one-hot (k,) / a class number (cross
         entropy).
     epochs : int

@@ -2,9 +2,9 @@
 
 Images are random fields with a natural-image-like power spectrum; a scalar (A, B, C) or 4-class (D) statistic
 is computed from fixed image regions; a dataset-wise attribution method should recover those regions and
-their relative importance from (image, statistic) pairs. Everything here follows
-``shared/spec/synthetic_benchmark.md``; the trainable models and their training live in
-:mod:`igcorr.benchmarks.synthetic_models`.
+their relative importance from (image, statistic) pairs. The experiments are described in
+``docs/benchmark.md``; the trainable models and their training live in
+:mod:`igcorr_examples.synthetic_models`.
 
 Overview
 --------
@@ -874,7 +874,7 @@ class SyntheticDataset(Dataset):
     construction in float64 from all ``n`` images in batches. The constants are :attr:`target_mean` and
     :attr:`target_std`; :meth:`function_model` gives the statistic as a model in the same units.
 
-    Construction generates all ``n`` images once (about 0.1 ms per image: 2,000 images take ≈ 0.2 s).
+    Construction generates all ``n`` images once.
     Whether they are kept for ``__getitem__`` is ``cache_images``; without the cache each item is regenerated
     on access.
 

@@ -1,7 +1,7 @@
 """The digits demo: a small CNN trained on scikit-learn's bundled 8×8 digits, explained class by class with IGC.
 
-Everything is local (the digits ship with scikit-learn), so the demo runs offline in well under two minutes
-on two CPU cores.
+Everything is local (the digits ship with scikit-learn), so the demo runs offline on a CPU. scikit-learn is an
+optional dependency (``pip install "igcorr[examples]"``) imported only when the digits are loaded.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Run the synthetic benchmark end to end: every dataset-wise method on experiments A–D, figures and tables.
 
-For each experiment (``shared/spec/synthetic_benchmark.md``) the evaluation split is generated, the statistic
+For each experiment (``docs/benchmark.md``) the evaluation split is generated, the statistic
 is attributed with its own function as the model, and — on request — a network trained on a separate split
 is attributed too. The methods compared are the spec's:
 
 =============================  ==============================================================================
 row                            what is computed
 =============================  ==============================================================================
-ground truth                   :func:`~igcorr.benchmarks.synthetic.ground_truth_map` (A: ``w ⊙ Cw``)
+ground truth                   :func:`~igcorr_examples.synthetic.ground_truth_map` (A: ``w ⊙ Cw``)
 IG mean, IG std                :class:`~igcorr.IGMoments` on the function model (one run gives both)
 IGaC                           :class:`~igcorr.IGaC` on the function model
 IGC (function)                 :class:`~igcorr.IGC` on the function model
@@ -31,10 +31,9 @@ symmetric diverging scale ±1.25 × the 99th percentile of |map|), ``experiment_
 
 Entry points: :func:`run_experiment`, :func:`run_benchmark` and the ``igcorr benchmark`` command.
 
-Run time of the defaults (n = 2,000, 8 per-sample baselines, 16 steps, BSC on 200 samples, one torch
-thread) on this project's shared 2-core CPU: A 32 s, B 41 s, C 60 s, D 159 s, all four 4 min 57 s wall
-clock (``docs/benchmark.md``). The IG methods cost ≈ 3.5 ms per image for A and B, 6 ms for C and 22 ms for D
-(four outputs); BSC ≈ 50–115 ms per image.
+The defaults (n = 2,000, 8 per-sample baselines, 16 steps, BSC on 200 samples, one torch thread) are sized
+for a CPU; ``docs/benchmark.md`` reports the run times measured with them. D, with four outputs, costs about
+four times as much per image as A or B.
 """
 
 from __future__ import annotations
@@ -55,9 +54,9 @@ import numpy as np
 import torch
 
 from igcorr.baselines import FromData
-from igcorr.benchmarks.synthetic import (EXPERIMENTS, SyntheticDataset, experiment_masks, ground_truth_map,
+from igcorr_examples.synthetic import (EXPERIMENTS, SyntheticDataset, experiment_masks, ground_truth_map,
                                          region_masks)
-from igcorr.benchmarks.synthetic_models import MODEL_KINDS, train_model, trainable_model
+from igcorr_examples.synthetic_models import MODEL_KINDS, train_model, trainable_model
 from igcorr.dataset_methods import BSC, IGC, IGaC, IGMoments, NaiveCorrelation, NaiveTTest
 from igcorr.errors import ConstantTargetError, InputError
 from igcorr.plotting import symmetric_limit
@@ -133,8 +132,8 @@ class BenchmarkConfig:
     trained : bool
         Also train a network on a separate split and attribute it with IGC.
     model_kind : {"mlp", "convnext"}
-        The trained network: :class:`~igcorr.benchmarks.synthetic_models.SyntheticMLP` (fast) or the paper's
-        :class:`~igcorr.benchmarks.synthetic_models.SmallConvNeXt` (slow on a CPU).
+        The trained network: :class:`~igcorr_examples.synthetic_models.SyntheticMLP` (fast) or the paper's
+        :class:`~igcorr_examples.synthetic_models.SmallConvNeXt` (slow on a CPU).
     n_train : int
         Training images (split ``seed + 1``); a validation split of ``max(200, n_train // 10)`` images uses
         ``seed + 2``.

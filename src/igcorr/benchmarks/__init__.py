@@ -1,1 +1,0 @@
-"""Ground-truth benchmarks and demo data: the synthetic 1/f benchmark and the digits demo."""
