@@ -64,8 +64,8 @@ class Workload:
 
 
 def make_workload(name: str, scale: float, seed: int = 0) -> Workload:
-    from igcorr.benchmarks.synthetic import SyntheticDataset, generate_images
-    from igcorr.benchmarks.synthetic_models import train_model, trainable_model
+    from igcorr_examples.synthetic import SyntheticDataset, generate_images
+    from igcorr_examples.synthetic_models import train_model, trainable_model
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -102,7 +102,7 @@ def make_workload(name: str, scale: float, seed: int = 0) -> Workload:
 
 def digits_28(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The bundled 8×8 digits, bilinearly resized to 28×28: train inputs and labels, test inputs and labels."""
-    from igcorr.benchmarks.digits import load_digits_split
+    from igcorr_examples.digits import load_digits_split
 
     split = load_digits_split(seed=seed)
 

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import igcorr  # noqa: E402
-from igcorr.benchmarks.digits import load_digits_split, train_digits_model  # noqa: E402
+from igcorr_examples.digits import load_digits_split, train_digits_model  # noqa: E402
 
 SEED = 0
 REFERENCES = 2          # IG2 references per test image (training images of another class)

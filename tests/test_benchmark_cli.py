@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from igcorr.benchmarks.synthetic_runner import (REFERENCE_REGIONS, TABLE_COLUMNS, BenchmarkConfig, parse_experiments,
+from igcorr_examples.synthetic_runner import (REFERENCE_REGIONS, TABLE_COLUMNS, BenchmarkConfig, parse_experiments,
                                                 run_experiment)
 from igcorr.cli import main
 from igcorr.errors import InputError

@@ -53,7 +53,7 @@ def test_result_to_nifti(mask_img, tmp_path):
 
 
 def test_fmri_example_recovers_the_encoding_regions(tmp_path):
-    from igcorr.benchmarks.fmri import run_fmri_example
+    from igcorr_examples.fmri import run_fmri_example
 
     report = run_fmri_example(tmp_path, n_samples=450, voxel_size=6.0, n_steps=8, n_baselines=4, permutations=100,
                               bootstrap=50, progress=False)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from igcorr.benchmarks import synthetic as syn
-from igcorr.benchmarks.synthetic_models import SmallConvNeXt, SyntheticMLP, train_model, trainable_model
+from igcorr_examples import synthetic as syn
+from igcorr_examples.synthetic_models import SmallConvNeXt, SyntheticMLP, train_model, trainable_model
 from igcorr.errors import InputError, ShapeError
 
 N_IMAGES = 1500
