@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import logging
 import sys
@@ -232,8 +233,31 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+#: optional packages that the demo, example and benchmark commands (the igcorr_examples package) import:
+#: module name → (what pip installs, the igcorr extra that brings it)
+OPTIONAL_PACKAGES = {"sklearn": ("scikit-learn", "examples"), "nilearn": ("nilearn", "neuro"),
+                     "nibabel": ("nibabel", "neuro")}
+
+
+def require_optional(*modules: str) -> None:
+    """Raise an InputError naming the extra to install if one of these optional packages is missing.
+
+    The check runs before a command imports ``igcorr_examples``, so a missing package stops the command at once
+    (with exit status 2 and one line of error) rather than after minutes of training.
+    """
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a broken or half-removed installation counts as missing
+            found = False
+        if not found:
+            package, extra = OPTIONAL_PACKAGES[module]
+            raise InputError(f'this command needs {package}, which is not installed: pip install "igcorr[{extra}]"')
+
+
 def command_demo(args: argparse.Namespace) -> int:
-    from igcorr.benchmarks.digits import run_demo
+    require_optional("sklearn")
+    from igcorr_examples.digits import run_demo
 
     report = run_demo(args.out, epochs=args.epochs, n_steps=args.steps, n_baselines=args.baselines, seed=args.seed,
                       progress=not args.no_progress)
@@ -245,7 +269,8 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def command_example(args: argparse.Namespace) -> int:
-    from igcorr.benchmarks.fmri import run_fmri_example
+    require_optional("nilearn", "nibabel")
+    from igcorr_examples.fmri import run_fmri_example
 
     report = run_fmri_example(args.out, n_samples=args.samples, voxel_size=args.voxel_size,
                               permutations=args.permutations, bootstrap=args.bootstrap, seed=args.seed,
@@ -261,7 +286,7 @@ def command_example(args: argparse.Namespace) -> int:
 def command_benchmark(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from igcorr.benchmarks.synthetic_runner import BenchmarkConfig, run_benchmark
+    from igcorr_examples.synthetic_runner import BenchmarkConfig, run_benchmark
 
     given = {"n": args.n, "n_steps": args.steps, "baselines": args.baselines, "bsc_baselines": args.bsc_baselines,
              "baseline_draws": args.baseline_draws, "model_kind": args.model, "n_train": args.n_train,
