@@ -234,11 +234,70 @@ def load(path: str | os.PathLike) -> Result:
         header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ResultFileError(f"the metadata of {path} is corrupted: {error}") from error
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ResultFileError(
-            f"{path} has result format {header.get('format_version')}, this igcorr reads {FORMAT_VERSION}"
-        )
+    method, metadata = _check_header(header, path, len(arrays["maps"]))
     diagnostics = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("diagnostic/")}
     extra = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("extra/")}
     regions = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("region/")}
-    return Result(header["method"], arrays["maps"], diagnostics, extra, header.get("metadata", {}), regions)
+    return Result(method, arrays["maps"], diagnostics, extra, metadata, regions)
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_header(header: Any, path: Path, n_maps: int) -> tuple[str, dict[str, Any]]:
+    """The method and metadata of a result file's JSON header; ResultFileError naming any field that is
+    missing or of the wrong type (including the metadata entries a Result reads back)."""
+    def bad(field_name: str, expected: str, value: Any) -> ResultFileError:
+        shown = "" if value is None else " " + repr(value)[:60]
+        return ResultFileError(
+            f"the header of {path} is malformed: field {field_name!r} must be {expected}, "
+            f"got {_type_name(value)}{shown}"
+        )
+
+    def missing(field_name: str) -> ResultFileError:
+        return ResultFileError(f"the header of {path} is malformed: field {field_name!r} is missing")
+
+    if not isinstance(header, dict):
+        raise ResultFileError(f"the header of {path} is malformed: it must be a JSON object, got {_type_name(header)}")
+    for name in ("format_version", "method", "metadata"):
+        if name not in header:
+            raise missing(name)
+    version = header["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise bad("format_version", "an integer", version)
+    if version != FORMAT_VERSION:
+        raise ResultFileError(f"{path} has result format {version}, this igcorr reads {FORMAT_VERSION}")
+    method, metadata = header["method"], header["metadata"]
+    if not isinstance(method, str) or not method:
+        raise bad("method", "a non-empty string", method)
+    if not isinstance(metadata, dict):
+        raise bad("metadata", "a JSON object", metadata)
+    outputs = metadata.get("outputs")
+    if outputs is not None and (not isinstance(outputs, list) or len(outputs) != n_maps
+                                or any(isinstance(o, bool) or not isinstance(o, int) for o in outputs)):
+        raise bad("metadata.outputs", f"a list of {n_maps} integers (one per map)", outputs)
+    layout = metadata.get("inputs")
+    if layout is not None:
+        if not isinstance(layout, dict):
+            raise bad("metadata.inputs", "a JSON object", layout)
+        names = layout.get("names")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise bad("metadata.inputs.names", "a non-empty list of strings", names)
+        if layout.get("kind") == "MultipleInputs":
+            shapes = layout.get("shapes")
+            if (not isinstance(shapes, list) or len(shapes) != len(names) or not all(
+                    isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+                    for shape in shapes)):
+                raise bad("metadata.inputs.shapes", f"a list of {len(names)} shapes (lists of integers)", shapes)
+    inference = metadata.get("inference")
+    if inference is not None:
+        if not isinstance(inference, dict):
+            raise bad("metadata.inference", "a JSON object", inference)
+        tested = inference.get("regions")
+        if tested is not None and (not isinstance(tested, list) or not all(isinstance(r, str) for r in tested)):
+            raise bad("metadata.inference.regions", "a list of region names", tested)
+    seconds = metadata.get("seconds")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))):
+        raise bad("metadata.seconds", "a number", seconds)
+    return method, metadata
