@@ -7,12 +7,14 @@ import importlib
 import importlib.util
 import inspect
 import logging
+import pickle
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from igcorr.errors import InputError
+from igcorr._validation import check_choice, check_int, check_number
+from igcorr.errors import InputError, ResultFileError
 
 #: command-line method names → public classes of igcorr
 METHODS = {"igc": "IGC", "igac": "IGaC", "ig-moments": "IGMoments", "naive-correlation": "NaiveCorrelation",
@@ -23,6 +25,15 @@ RUN_OPTIONS = {"model": str, "weights": str, "data": str, "method": str, "baseli
                "quadrature": str, "tolerance": float, "max_steps": int, "estimator": str, "outputs": str,
                "score": str, "batch_size": int, "seed": int, "regions": str, "permutations": int,
                "bootstrap": int, "checkpoint": str, "checkpoint_every": float, "out": str}
+
+#: options of ``igcorr run`` restricted to a few values (the same lists as the command line's choices)
+RUN_CHOICES = {"method": sorted(METHODS), "estimator": ["quadrature", "montecarlo"],
+               "score": ["output", "softmax", "log_softmax"]}
+
+#: how the --baselines option reads (also the help text of the option)
+BASELINES_HELP = ("'zero' (the default); an integer N such as 8: N dataset draws per sample; 'shared:N': one "
+                  "draw of N dataset inputs shared by all samples; any other number such as 0.5, -1 or 8.0: a "
+                  "constant baseline with every component equal to it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,14 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", help="state_dict file loaded into the model")
     run.add_argument("--data", help="PKG.MODULE:FACTORY returning an (X, Y) pair, a Dataset or a DataLoader")
     run.add_argument("--method", choices=sorted(METHODS), help="dataset-wise method (default: igc)")
-    run.add_argument("--baselines", help="'zero', a number (constant), 'N' (N dataset draws per sample) or "
-                                         "'shared:N' (one shared draw of N)")
+    run.add_argument("--baselines", help=BASELINES_HELP)
     run.add_argument("--steps", type=int, help="quadrature nodes per path (start value with --tolerance)")
     run.add_argument("--quadrature", help="trapezoid, riemann_left, riemann_right, riemann_middle, gausslegendre")
     run.add_argument("--tolerance", type=float, help="adaptive quadrature: completeness tolerance")
     run.add_argument("--max-steps", type=int, help="adaptive quadrature: most nodes per path")
     run.add_argument("--estimator", choices=["quadrature", "montecarlo"])
-    run.add_argument("--outputs", help="comma-separated output indices (default: all)")
+    run.add_argument("--outputs", help="comma-separated output indices such as 0,2,5 (default: all)")
     run.add_argument("--score", choices=["output", "softmax", "log_softmax"], help="attributed score")
     run.add_argument("--batch-size", type=int)
     run.add_argument("--seed", type=int)
@@ -135,19 +145,73 @@ def load_object(spec: str, what: str) -> Any:
 
 
 def parse_baselines(text: str | None) -> Any:
-    """'zero' → None, a float → constant, 'N' → N dataset draws per sample, 'shared:N' → one shared draw."""
+    """'zero' → None, 'N' (digits) → N dataset draws per sample, 'shared:N' → one shared draw of N, any other
+    number → a constant baseline; InputError for anything else."""
     from igcorr.baselines import FromData
 
     if text is None or text == "zero":
         return None
     if text.startswith("shared:"):
-        return FromData(int(text.split(":", 1)[1]), shared=True)
-    if text.isdigit():
+        count = text.split(":", 1)[1].strip()
+        if not count.isdecimal():
+            raise InputError(f"--baselines shared:N needs a whole number N of dataset draws, got {text!r}")
+        return FromData(int(count), shared=True)
+    if text.isdecimal():
         return int(text)
     try:
         return float(text)
     except ValueError as error:
-        raise InputError(f"--baselines must be 'zero', a number, N or 'shared:N', got {text!r}") from error
+        raise InputError(f"--baselines must be 'zero', N, 'shared:N' or a number, got {text!r}") from error
+
+
+def _integer_or_none(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def parse_outputs(value: Any, where: str = "--outputs") -> list[int] | None:
+    """Output indices from a comma-separated string ('0,2,5'), a list of integers or one integer."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        read = [_integer_or_none(part) for part in parts]
+        if None in read:
+            raise InputError(f"{where} must be comma-separated output indices such as 0,2,5; "
+                             f"{parts[read.index(None)]!r} is not an integer")
+        indices = [int(index) for index in read]
+    elif isinstance(value, list):
+        indices = [check_int(item, f"every entry of {where}", hint="an output index") for item in value]
+    else:
+        indices = [check_int(value, where, hint="an output index, or a list of them")]
+    if not indices:
+        raise InputError(f"{where} names no output; give at least one index, or leave it out for all outputs")
+    return indices
+
+
+def config_value(key: str, value: Any, where: str) -> Any:
+    """A value of the config file, read as the command line would read it (so ``steps = 16`` and
+    ``steps = "16"`` are the same); InputError naming the option for a value of the wrong type."""
+    name = f"{key!r} in {where}"
+    kind = RUN_OPTIONS[key]
+    if key == "outputs":
+        return parse_outputs(value, name)
+    if key == "baselines" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # baselines = 8 is the same as --baselines 8
+    if kind is str:
+        if not isinstance(value, str):
+            raise InputError(f"{name} must be a string, got {value!r}")
+        return check_choice(value, name, RUN_CHOICES[key]) if key in RUN_CHOICES else value
+    if isinstance(value, str):
+        try:
+            value = kind(value.strip())
+        except ValueError:
+            pass  # refused just below, with the message of the check
+    if kind is int:
+        return check_int(value, name)
+    return check_number(value, name)
 
 
 def run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,7 +226,7 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         unknown = sorted(set(config) - set(RUN_OPTIONS))
         if unknown:
             raise InputError(f"unknown option(s) {unknown} in {args.config}; known: {sorted(RUN_OPTIONS)}")
-        options.update({key: RUN_OPTIONS[key](value) if key != "outputs" else value for key, value in config.items()})
+        options.update({key: config_value(key, value, args.config) for key, value in config.items()})
     for key in RUN_OPTIONS:
         value = getattr(args, key, None)
         if value is not None:
@@ -182,23 +246,29 @@ def command_run(args: argparse.Namespace) -> int:
     options = run_options(args)
     model = load_object(options["model"], "model")
     if options.get("weights"):
-        state = torch.load(options["weights"], map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        try:
+            state = torch.load(options["weights"], map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+            detail = ("it is not a state_dict of tensors saved with torch.save"
+                      if isinstance(error, pickle.UnpicklingError)
+                      else (str(error).strip().splitlines() or [type(error).__name__])[0])
+            raise InputError(f"cannot read the weights file {options['weights']}: {detail}") from error
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as error:
+            raise InputError(f"the weights in {options['weights']} do not fit the model: "
+                             f"{' '.join(str(error).split())}") from error
     if isinstance(model, torch.nn.Module):
         model.eval()
     data = load_object(options["data"], "data")
-    method_name = options.get("method", "igc")
-    if method_name not in METHODS:
-        raise InputError(f"unknown method {method_name!r}; choose one of {sorted(METHODS)}")
+    method_name = check_choice(options.get("method", "igc"), "--method", sorted(METHODS))
     method_class = getattr(igcorr, METHODS[method_name], None)
     if method_class is None:
         raise InputError(f"this igcorr has no {METHODS[method_name]} method")
     score = options.get("score")
     method = method_class(model, score=None if score in (None, "output") else score)
     regions = load_regions(options["regions"]) if options.get("regions") else None
-    outputs = options.get("outputs")
-    if isinstance(outputs, str):
-        outputs = [int(part) for part in outputs.split(",") if part.strip()]
+    outputs = parse_outputs(options.get("outputs"))
     wanted = {
         "baselines": parse_baselines(options.get("baselines")) if "baselines" in options else None,
         "n_steps": options.get("steps"), "method": options.get("quadrature"), "tolerance": options.get("tolerance"),
@@ -318,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return COMMANDS[args.command](args)
-    except InputError as error:
-        print(f"igcorr {args.command}: error: {error}", file=sys.stderr)
+    except (InputError, ResultFileError) as error:
+        message = " ".join(str(error).splitlines())
+        print(f"igcorr {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

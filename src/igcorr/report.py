@@ -7,11 +7,13 @@ result are the same.
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from igcorr.errors import InputError
 from igcorr.result import Result
 
 logger = logging.getLogger(__name__)
@@ -90,9 +92,23 @@ def summary_markdown(result: Result, table: Any = None, written: dict[str, Path]
 
 
 def load_regions(path: str | Path) -> Any:
-    """Regions from a file: ``.npy`` (mask, stack or label map) or ``.npz`` (one named mask per array)."""
+    """Regions from a file: ``.npy`` (mask, stack or label map) or ``.npz`` (one named mask per array); which
+    of the two is read from the file's content.
+
+    Raises
+    ------
+    InputError
+        If the file is missing or is not a readable ``.npy``/``.npz`` file of numeric arrays.
+    """
     path = Path(path)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name].astype(bool) for name in archive.files}
-    return np.load(path, allow_pickle=False)
+    if not path.is_file():
+        raise InputError(f"no regions file at {path}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.ndarray):  # an .npz archive: one named mask per array
+            with loaded:
+                return {name: loaded[name].astype(bool) for name in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise InputError(f"cannot read the regions file {path} (a .npy mask, stack or label map, or an .npz of "
+                         f"named masks): {' '.join(str(error).split())}") from error
+    return loaded
