@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import igcorr
-from igcorr.quadrature import rule as quadrature_rule
+from igcorr.paths.quadrature import rule as quadrature_rule
 
 
 # ----------------------------------------------------------------------------- workloads

@@ -11,7 +11,7 @@ import torch
 
 import igcorr
 from igcorr.errors import InputError, NonFiniteError, ShapeError
-from igcorr.methods.baseline_shapley import permutation_orders
+from igcorr.attribution.baseline_shapley import permutation_orders
 
 
 def nonlinear(x: torch.Tensor) -> torch.Tensor:

@@ -195,7 +195,7 @@ def test_compiled_forward_is_not_recompiled_per_chunk(encoding_data):
 
 
 def test_chunk_tuning_keeps_the_fastest_size_and_strategy():
-    from igcorr.engine import ChunkTuning
+    from igcorr.paths.budget import ChunkTuning
 
     tuning = ChunkTuning([128, 256, 512, 1024], ["loop", "batched"])
     assert tuning.trying == 128
@@ -223,8 +223,7 @@ def test_tuned_chunks_give_the_fixed_chunk_maps(cnn):
     engine = tuned.metadata["engine"]
     assert engine["chunk_points"] in (128, 256, 512, 1024, 2048)
     assert engine["microseconds_per_point"] and all(v > 0 for v in engine["microseconds_per_point"].values())
-    fixed = igcorr.IGC(cnn, output_strategy="loop")
-    fixed.engine.fixed_chunk_points = 100
+    fixed = igcorr.IGC(cnn, output_strategy="loop", chunk_points=100)
     reference = fixed.attribute((x, y), **options)
     assert reference.metadata["engine"]["chunk_points"] == 100
     np.testing.assert_allclose(tuned.maps, reference.maps, rtol=0, atol=1e-12)

@@ -9,7 +9,8 @@ from torch import nn
 
 import igcorr
 from igcorr.errors import InputError, ModelError, ShapeError
-from igcorr.methods.ig2 import IG2, IG2Path, OtherClassReferences, select_references
+from igcorr import IG2, IG2Path, select_references
+from igcorr.attribution.ig2 import OtherClassReferences
 
 from conftest import make_mlp
 

@@ -8,7 +8,7 @@ from torch import nn
 
 import igcorr
 from igcorr.errors import InputError, NonFiniteError, ShapeError
-from igcorr.quadrature import METHODS
+from igcorr.paths.quadrature import METHODS
 
 captum_attr = pytest.importorskip("captum.attr")
 

@@ -9,8 +9,8 @@ from torch import nn
 
 import igcorr
 from igcorr.errors import InputError, ModelError, ShapeError
-from igcorr.methods.neurons import InternalNeurons
-from igcorr.quadrature import rule as quadrature_rule
+from igcorr.attribution.neurons import InternalNeurons
+from igcorr.paths.quadrature import rule as quadrature_rule
 
 from conftest import SmallCNN, make_mlp
 

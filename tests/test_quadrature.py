@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from igcorr.errors import InputError
-from igcorr.quadrature import METHODS, rule
+from igcorr.paths.quadrature import METHODS, rule
 
 
 @pytest.mark.parametrize("method", METHODS)

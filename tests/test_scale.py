@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import igcorr
-from igcorr.checkpoint import Checkpoint
+from igcorr.dataset.checkpoint import Checkpoint
 from igcorr.errors import InputError, ResultFileError
 
 WORKER = Path(__file__).parent / "scripts" / "igc_worker.py"

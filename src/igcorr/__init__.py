@@ -1,7 +1,6 @@
 """igcorr: dataset-wise attribution of deep networks (Integrated Gradient Correlation and its family)."""
 
 from igcorr import baselines
-from igcorr.dataset_methods import BSC, IGC, IGaC, IGMoments, NaiveCorrelation, NaiveTTest
 from igcorr.errors import (
     ConstantTargetError,
     IgcorrError,
@@ -11,8 +10,8 @@ from igcorr.errors import (
     ResultFileError,
     ShapeError,
 )
-from igcorr.methods import BaselineShapley, IntegratedGradients
-from igcorr.methods import IG2, IG2Path, InternalNeurons, select_references
+from igcorr.attribution import IG2, BaselineShapley, IntegratedGradients, InternalNeurons, select_references
+from igcorr.dataset import BSC, IGC, IG2Path, IGaC, IGMoments, NaiveCorrelation, NaiveTTest
 from igcorr.result import Result, load
 
 __version__ = "0.1.0"

@@ -117,6 +117,11 @@ class DataSource:
         return self._pair is not None or self._dataset is not None
 
     @property
+    def in_memory_pair(self) -> tuple[Any, torch.Tensor] | None:
+        """The (X, Y) pair of in-memory data, or None for datasets and loaders (read only by streaming)."""
+        return self._pair
+
+    @property
     def has_random_access(self) -> bool:
         """Whether individual inputs can be fetched by index (needed for baselines drawn from the data)."""
         return self._pair is not None or self._dataset is not None

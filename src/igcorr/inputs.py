@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from igcorr.engine import named_submodule
+from igcorr.model import named_submodule
 from igcorr.errors import InputError, ShapeError
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from igcorr import baselines as baseline_forms
-from igcorr.dataset_methods import IGC
+from igcorr import IGC
 from igcorr.result import Result
 
 logger = logging.getLogger(__name__)

@@ -107,7 +107,7 @@ def run_fmri_example(out_dir: str | Path = "igcorr-out/fmri-decoding", n_samples
     from nilearn import plotting
 
     from igcorr import baselines as baseline_forms
-    from igcorr.dataset_methods import IGC
+    from igcorr import IGC
     from igcorr.neuro import atlas_regions
     from igcorr.plotting import plot_region_bars
 

@@ -57,7 +57,7 @@ from igcorr.baselines import FromData
 from igcorr_examples.synthetic import (EXPERIMENTS, SyntheticDataset, experiment_masks, ground_truth_map,
                                          region_masks)
 from igcorr_examples.synthetic_models import MODEL_KINDS, train_model, trainable_model
-from igcorr.dataset_methods import BSC, IGC, IGaC, IGMoments, NaiveCorrelation, NaiveTTest
+from igcorr import BSC, IGC, IGaC, IGMoments, NaiveCorrelation, NaiveTTest
 from igcorr.errors import ConstantTargetError, InputError
 from igcorr.plotting import symmetric_limit
 from igcorr.result import Result

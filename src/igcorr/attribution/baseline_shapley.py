@@ -19,15 +19,18 @@ gradients; a chunk may hold many short walks or a piece of one long walk.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from igcorr.engine import Engine, PathIntegrals, ScoreLike
-from igcorr.errors import InputError, NonFiniteError, ShapeError
-from igcorr.methods.common import checked_inputs, per_sample_baselines, resolve_targets
+from igcorr._validation import check_optional_positive_int, check_positive_int, check_seed
+from igcorr.attribution.base import PerSampleMethod, per_sample_baselines
+from igcorr.errors import NonFiniteError, ShapeError
+from igcorr.model import ModelAdapter
+from igcorr.paths.budget import DEFAULT_CHUNK_POINTS
+from igcorr.paths.integrator import PathIntegrals
 from igcorr.seeding import keyed_uint64
 
 #: key that separates the permutation stream from every other random stream drawn with the same seed
@@ -36,9 +39,7 @@ _PERMUTATION_STREAM = 0x5AB1E5
 
 def check_n_permutations(n_permutations: Any) -> int:
     """Validate the number of sampled orderings; returns it as an int."""
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1:
-        raise InputError(f"n_permutations must be a positive integer, got {n_permutations!r}")
-    return int(n_permutations)
+    return check_positive_int(n_permutations, "n_permutations")
 
 
 def permutation_orders(seed: int, indices: np.ndarray, n_permutations: int,
@@ -73,18 +74,18 @@ def permutation_orders(seed: int, indices: np.ndarray, n_permutations: int,
     return order, rank
 
 
-def baseline_shapley(engine: Engine, x: torch.Tensor, baselines: torch.Tensor, outputs: torch.Tensor, *,
-                     n_permutations: int, seed: int, indices: np.ndarray,
+def baseline_shapley(adapter: ModelAdapter, x: torch.Tensor, baselines: torch.Tensor, outputs: torch.Tensor, *,
+                     n_permutations: int, seed: int, indices: np.ndarray, chunk_points: int = DEFAULT_CHUNK_POINTS,
                      per_sample_output: torch.Tensor | None = None) -> PathIntegrals:
     """Baseline Shapley values of a batch, averaged over sampled orderings and the baselines.
 
     The model is evaluated in its own dtype on the (sample, baseline, ordering, step) coalition points, in
-    forward passes of ``engine.chunk_points`` points without gradients; credits are accumulated in float64.
+    forward passes of ``chunk_points`` points without gradients; credits are accumulated in float64.
 
     Parameters
     ----------
-    engine : Engine
-        Evaluates the attributed scores (``engine.chunk_points`` points per forward pass).
+    adapter : ModelAdapter
+        Evaluates the attributed scores.
     x : Tensor (n, *x_shape)
     baselines : Tensor (n, M, *x_shape)
     outputs : LongTensor (K,)
@@ -96,6 +97,8 @@ def baseline_shapley(engine: Engine, x: torch.Tensor, baselines: torch.Tensor, o
         Seed of the orderings.
     indices : int array (n,)
         Global indices of the samples (key of their orderings; used in error messages).
+    chunk_points : int
+        Coalition points per forward pass.
     per_sample_output : LongTensor (n,), optional
         Attribute for sample j only ``outputs[per_sample_output[j]]`` (K = 1 in the result).
 
@@ -134,15 +137,15 @@ def baseline_shapley(engine: Engine, x: torch.Tensor, baselines: torch.Tensor, o
     baseline_sum = torch.zeros(n, n_outputs, dtype=torch.float64, device=dev)
     previous: torch.Tensor | None = None
     with torch.no_grad():
-        for begin in range(0, total, engine.chunk_points):
-            point = torch.arange(begin, min(begin + engine.chunk_points, total), device=dev)
+        for begin in range(0, total, chunk_points):
+            point = torch.arange(begin, min(begin + chunk_points, total), device=dev)
             walk, step = point // steps, point % steps
             sample = walk // walks_per_sample
             start_row = walk // n_permutations
             order_row = sample * n_permutations + walk % n_permutations
             switched = rank[order_row] < step.unsqueeze(1)
             points = torch.where(switched, inputs[sample], starts[start_row]).reshape(len(point), *x_shape)
-            scores = engine.scores(points, outputs)
+            scores = adapter.scores(points)[:, outputs]
             if per_sample_output is not None:
                 scores = scores.gather(1, per_sample_output[sample].unsqueeze(1))
             scores = scores.to(torch.float64)
@@ -169,7 +172,7 @@ def baseline_shapley(engine: Engine, x: torch.Tensor, baselines: torch.Tensor, o
     return PathIntegrals(attributions.contiguous(), predictions, baseline_sum)
 
 
-class BaselineShapley:
+class BaselineShapley(PerSampleMethod):
     """Baseline Shapley values of one output per sample, by sampling orderings of the input components.
 
     Parameters
@@ -185,9 +188,6 @@ class BaselineShapley:
     gradients. Completeness Σ_i BS_i = f(x) − mean_b f(b) is exact for any number of orderings. With an additive
     model every ordering gives the exact Shapley value.
     """
-
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], score: ScoreLike = None) -> None:
-        self.engine = Engine(model, score)
 
     def attribute(self, inputs: torch.Tensor, baselines: Any = None,
                   target: int | Sequence[int] | torch.Tensor | None = None, n_permutations: int = 25, seed: int = 0,
@@ -218,22 +218,12 @@ class BaselineShapley:
         -------
         Tensor of the inputs' shape and dtype (and the delta, if asked).
         """
-        inputs = checked_inputs(inputs)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise InputError(f"seed must be an integer, got {seed!r}")
+        seed = check_seed(seed)
         n_permutations = check_n_permutations(n_permutations)
-        if chunk_points is not None:
-            if isinstance(chunk_points, bool) or not isinstance(chunk_points, int) or chunk_points < 1:
-                raise InputError(f"chunk_points must be a positive integer, got {chunk_points!r}")
-            self.engine.chunk_points = chunk_points
-        with self.engine.frozen():
-            x = self.engine.prepare_inputs(inputs)
-            n_outputs = self.engine.n_model_outputs(x)
-            outputs, per_sample = resolve_targets(target, n_outputs, len(x), x.device)
-            stack = per_sample_baselines(baselines, x)
-            values = baseline_shapley(self.engine, x, stack, outputs, n_permutations=n_permutations, seed=int(seed),
-                                      indices=np.arange(len(x)), per_sample_output=per_sample)
-        attributions = values.attributions[:, 0].to(device=inputs.device, dtype=inputs.dtype)
-        if not return_convergence_delta:
-            return attributions
-        return attributions, values.completeness_residual[:, 0].to(device=inputs.device, dtype=inputs.dtype)
+        chunk_points = check_optional_positive_int(chunk_points, "chunk_points") or DEFAULT_CHUNK_POINTS
+        with self._prepared(inputs, target, chunk_points=chunk_points) as call:
+            stack = per_sample_baselines(baselines, call.x)
+            values = baseline_shapley(self.adapter, call.x, stack, call.outputs, n_permutations=n_permutations,
+                                      seed=seed, indices=np.arange(len(call.x)), chunk_points=chunk_points,
+                                      per_sample_output=call.per_sample)
+        return self._returned(call, values, return_convergence_delta)

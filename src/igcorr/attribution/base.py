@@ -1,19 +1,89 @@
-"""Argument normalisation shared by the per-sample methods (Integrated Gradients, Baseline Shapley).
+"""The base class of the per-sample methods (Integrated Gradients, Baseline Shapley, IG2, internal neurons).
 
-Both methods take the same ``target`` and ``baselines`` forms, so they are interpreted in one place.
+Every per-sample method takes a batch of inputs and a ``target`` and returns attributions in the inputs' dtype
+and device. :class:`PerSampleMethod` holds what they share: the model adapter, the prologue (input checks,
+freezing the model, device and dtype, target resolution, a path integrator configured for this call only)
+and the epilogue (casting back, convergence delta). A method file holds one public class that says what is
+integrated.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from igcorr import baselines as baseline_forms
-from igcorr.data import as_tensor, check_finite
-from igcorr.engine import resolve_outputs
+from igcorr._validation import check_finite
+from igcorr.data import as_tensor
 from igcorr.errors import InputError, ShapeError
+from igcorr.model import ModelAdapter, ScoreLike, resolve_outputs
+from igcorr.paths.integrator import PathIntegrals, PathIntegrator
+
+
+@dataclass
+class PreparedCall:
+    """One call of a per-sample method after its prologue: the inputs as given, the inputs on the model's
+    device and dtype, the attributed ``outputs`` (K,), each sample's column (``per_sample``, or None when
+    every sample uses all K), and a path integrator configured for this call."""
+
+    inputs: torch.Tensor
+    x: torch.Tensor
+    outputs: torch.Tensor
+    per_sample: torch.Tensor | None
+    integrator: PathIntegrator
+
+
+class PerSampleMethod:
+    """Base of the per-sample attribution methods.
+
+    Parameters
+    ----------
+    model : nn.Module or callable
+        Maps (P, *x_shape) to (P, K) outputs (or (P,)).
+    score : None, "softmax", "log_softmax" or callable
+        The attributed quantity (raw output by default).
+    """
+
+    def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None) -> None:
+        self.adapter = ModelAdapter(model, score)
+
+    @contextlib.contextmanager
+    def _prepared(self, inputs: Any, target: Any, *, chunk_points: int | None = None,
+                  default_target: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+                  ) -> Iterator[PreparedCall]:
+        """The shared prologue; the model stays frozen for the duration of the block.
+
+        ``default_target(x, n_outputs)`` gives the targets used when ``target`` is None and the model has
+        several outputs (otherwise None is only accepted for single-output models).
+        """
+        inputs = checked_inputs(inputs)
+        with self.adapter.frozen():
+            x = self.adapter.prepare_inputs(inputs)
+            n_outputs = self.adapter.n_outputs(x)
+            if target is None and default_target is not None and n_outputs > 1:
+                target = default_target(x, n_outputs)
+            outputs, per_sample = resolve_targets(target, n_outputs, len(x), x.device)
+            integrator = PathIntegrator(self.adapter, chunk_points=chunk_points)
+            integrator.configure(x, outputs)
+            yield PreparedCall(inputs, x, outputs, per_sample, integrator)
+
+    @staticmethod
+    def _returned(call: PreparedCall, integrals: PathIntegrals, return_convergence_delta: bool,
+                  delta_dtype: torch.dtype | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The shared epilogue: attributions of the one attributed column per sample in the inputs' dtype and
+        device, and (if asked) the convergence delta Σ attributions − (f(x) − mean f(b)) per sample (in
+        ``delta_dtype``, default the inputs')."""
+        inputs = call.inputs
+        attributions = integrals.attributions[:, 0].to(device=inputs.device, dtype=inputs.dtype)
+        if not return_convergence_delta:
+            return attributions
+        delta = integrals.completeness_residual[:, 0].to(device=inputs.device, dtype=delta_dtype or inputs.dtype)
+        return attributions, delta
 
 
 def checked_inputs(inputs: Any) -> torch.Tensor:

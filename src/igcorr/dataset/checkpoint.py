@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from igcorr._validation import check_number
 from igcorr.errors import InputError, ResultFileError
 from igcorr.reducers import Reducer
 
@@ -36,7 +37,7 @@ def model_fingerprint(model: Any) -> str:
     for name, tensor in sorted(state.items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -57,8 +58,7 @@ class Checkpoint:
                  every_seconds: float = DEFAULT_EVERY_SECONDS) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise InputError(f"checkpoint must be a file path, got {type(path).__name__}")
-        if every_seconds < 0:
-            raise InputError(f"checkpoint_every must be >= 0 seconds, got {every_seconds}")
+        every_seconds = check_number(every_seconds, "checkpoint_every", non_negative=True, hint="seconds")
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.every_seconds = float(every_seconds)

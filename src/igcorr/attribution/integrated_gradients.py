@@ -7,17 +7,17 @@ igcorr's "trapezoid" is the unbiased composite rule (Captum's "riemann_trapezoid
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from igcorr.engine import Engine, ScoreLike
-from igcorr.methods.common import checked_inputs, per_sample_baselines, resolve_targets
-from igcorr.quadrature import rule as quadrature_rule
+from igcorr.attribution.base import PerSampleMethod, per_sample_baselines
+from igcorr.paths.quadrature import rule as quadrature_rule
+from igcorr.paths.straight import integrate_straight
 
 
-class IntegratedGradients:
+class IntegratedGradients(PerSampleMethod):
     """Integrated Gradients of one output per sample.
 
     Parameters
@@ -27,9 +27,6 @@ class IntegratedGradients:
     score : None, "softmax", "log_softmax" or callable
         The attributed quantity (raw output by default).
     """
-
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], score: ScoreLike = None) -> None:
-        self.engine = Engine(model, score)
 
     def attribute(self, inputs: torch.Tensor, baselines: Any = None, target: int | Sequence[int] | torch.Tensor | None = None,
                   n_steps: int = 50, method: str = "trapezoid", return_convergence_delta: bool = False,
@@ -60,18 +57,8 @@ class IntegratedGradients:
         -------
         Tensor of the inputs' shape and dtype (and the delta, if asked).
         """
-        inputs = checked_inputs(inputs)
-        if chunk_points is not None:
-            self.engine.fixed_chunk_points = chunk_points
         rule = quadrature_rule(method, n_steps)
-        with self.engine.frozen():
-            x = self.engine.prepare_inputs(inputs)
-            n_outputs = self.engine.n_model_outputs(x)
-            outputs, per_sample = resolve_targets(target, n_outputs, len(x), x.device)
-            self.engine.configure(x, outputs)
-            stack = per_sample_baselines(baselines, x)
-            integrals = self.engine.integrate(x, stack, rule, outputs, per_sample_output=per_sample)
-        attributions = integrals.attributions[:, 0].to(device=inputs.device, dtype=inputs.dtype)
-        if not return_convergence_delta:
-            return attributions
-        return attributions, integrals.completeness_residual[:, 0].to(device=inputs.device, dtype=inputs.dtype)
+        with self._prepared(inputs, target, chunk_points=chunk_points) as call:
+            stack = per_sample_baselines(baselines, call.x)
+            integrals = integrate_straight(call.integrator, call.x, stack, rule, per_sample_output=call.per_sample)
+        return self._returned(call, integrals, return_convergence_delta)

@@ -1,18 +1,14 @@
 """Dataset-wise attribution methods: a per-sample attribution streamed into a mergeable reducer.
 
-:class:`DatasetMethod` owns the run loop shared by every method (data adapters, target encoding, baselines,
-the gradient engine, progress, metadata); each method only says which per-sample quantity it computes and
-which reducer it feeds.
+Each method says which per-sample quantity it computes (an :class:`~igcorr.dataset.estimators.Estimator`) and
+which reducer it feeds; :class:`~igcorr.dataset.run.DatasetRun` does the rest (data, targets, baselines, path
+integrals, checkpoints, processes, metadata) in one loop shared by all of them.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import platform
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -20,61 +16,22 @@ import numpy as np
 import torch
 
 from igcorr import baselines as baseline_forms
-from igcorr import distributed
-from igcorr.checkpoint import DEFAULT_EVERY_SECONDS, Checkpoint, model_fingerprint
-from igcorr.data import Batch, DataSource
-from igcorr.engine import Engine, PathIntegrals, ScoreLike, describe_score, resolve_outputs
-from igcorr.errors import InputError, ShapeError
-from igcorr.inputs import InputLayout, choose_layout
-from igcorr.methods.baseline_shapley import baseline_shapley, check_n_permutations
-from igcorr.methods.ig2 import ig2_context
-from igcorr.quadrature import Rule, stratified_nodes
-from igcorr.quadrature import rule as quadrature_rule
-from igcorr.reducers import (CorrelationReducer, MomentsReducer, PearsonReducer, Reducer, SampleBatch,
-                             TTestReducer)
+from igcorr._validation import check_bool, check_choice, check_optional_positive_int
+from igcorr.data import DataSource
+from igcorr.dataset.checkpoint import DEFAULT_EVERY_SECONDS
+from igcorr.dataset.estimators import (Estimator, NoAttribution, ShapleySampling, baselines_for,
+                                       estimator_from_options)
+from igcorr.dataset.run import DatasetRun, EngineOptions, RunOptions, RunOutcome
+from igcorr.dataset.targets import encode_targets, target_columns
+from igcorr.errors import InputError
+from igcorr.inputs import InputLayout
+from igcorr.model import ModelAdapter, ScoreLike
+from igcorr.paths.budget import MemoryBudget
+from igcorr.paths.integrator import OUTPUT_STRATEGIES
+from igcorr.reducers import CorrelationReducer, MomentsReducer, PearsonReducer, Reducer, TTestReducer
 from igcorr.reducers.correlation import check_not_constant
 from igcorr.reducers.inference import InferencePlan
 from igcorr.result import Result
-from igcorr.runner import run_reduction
-
-logger = logging.getLogger(__name__)
-
-#: memory budget (bytes) for one batch of per-sample float64 attributions when batch_size is not given
-_ATTRIBUTION_BUDGET = 128 * 2**20
-_MAX_DEFAULT_BATCH = 256
-
-
-def encode_targets(y: torch.Tensor, n_model_outputs: int, outputs: list[int]) -> torch.Tensor:
-    """Targets of a batch as float64 (n, K) aligned with the attributed ``outputs``.
-
-    * integer class labels of shape (n,) are one-hot encoded over the model's outputs;
-    * float targets of shape (n,) are one output;
-    * (n, K_model) targets are indexed by ``outputs``; (n, len(outputs)) targets are used as they are.
-    """
-    if y.ndim == 1 and not y.is_floating_point():
-        labels = y.to(torch.int64)
-        if bool((labels < 0).any()) or bool((labels >= n_model_outputs).any()):
-            bad = int(labels[(labels < 0) | (labels >= n_model_outputs)][0])
-            raise InputError(
-                f"class label {bad} is out of range for a model with {n_model_outputs} outputs; labels must be "
-                f"in 0..{n_model_outputs - 1}"
-            )
-        y = torch.nn.functional.one_hot(labels, n_model_outputs)
-    elif y.ndim == 1:
-        y = y.unsqueeze(1)
-    if y.ndim != 2:
-        raise ShapeError(
-            f"targets of a batch have shape {tuple(y.shape)}; give (N,) or (N, K) targets (one column per output)"
-        )
-    y = y.to(torch.float64)
-    if y.shape[1] == n_model_outputs:
-        return y[:, outputs]
-    if y.shape[1] == len(outputs):
-        return y
-    raise ShapeError(
-        f"targets have {y.shape[1]} columns but the model has {n_model_outputs} outputs and {len(outputs)} are "
-        "attributed; give one target column per model output or per attributed output"
-    )
 
 
 class DatasetMethod:
@@ -88,11 +45,14 @@ class DatasetMethod:
     score : None, "softmax", "log_softmax" or callable
         What is attributed for each output (raw output by default).
     max_memory : int, optional
-        Bytes the gradient engine's chunks of path points may use (default: a quarter of the available memory,
-        at most 4 GiB); a quarter of it also bounds the batch of per-sample attributions when ``batch_size`` is
-        not given.
+        The memory budget in bytes (default: a quarter of the available memory, at most 4 GiB): the chunks of
+        path points are sized to fit it, and a quarter of it (at most 128 MiB) bounds a batch's per-sample
+        attributions and baselines when ``batch_size`` is not given. See :mod:`igcorr.paths.budget`.
     output_strategy : {"auto", "loop", "batched"}
         One backward pass per output, or all outputs in one batched pass; "auto" times both on the first chunks.
+    chunk_points : int, optional
+        Path points per forward pass; by default the fastest size that fits ``max_memory``, found by timing
+        the first chunks (``metadata["engine"]["microseconds_per_point"]``).
     readout : "auto", False, str or nn.Linear
         Linear-readout shortcut for models with more attributed outputs than readout inputs (exact); "auto"
         detects a final ``nn.Linear``. Reported in ``Result.metadata["engine"]``.
@@ -104,18 +64,24 @@ class DatasetMethod:
     autocast : None, "bfloat16" or "float16"
         Evaluate the model under ``torch.autocast`` (gradients accumulated in float64); off by default.
     compile : bool or dict
-        Run the model through ``torch.compile`` (a dict holds ``torch.compile``'s options); off by default,
-        see :class:`igcorr.engine.Engine`.
+        Run the model's forward pass (and so its backward pass) through ``torch.compile`` during the path
+        integrals; a dict is passed to ``torch.compile`` as keyword arguments (e.g. ``{"backend":
+        "aot_eager"}``). Off by default: compiling costs seconds to minutes up front and does not always pay
+        on the CPU (see the speed page of the documentation). The last, smaller chunk of a run triggers one
+        recompilation for its shape.
     """
 
     name = "dataset_method"
 
     def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None, *,
                  max_memory: int | None = None, output_strategy: str = "auto", readout: Any = "auto",
-                 inputs: InputLayout | None = None, autocast: str | None = None, compile: bool | dict = False) -> None:
-        self.inputs = inputs
-        self.engine = Engine(model, score, max_memory=max_memory, output_strategy=output_strategy, readout=readout,
-                             autocast=autocast, compile=compile)
+                 inputs: InputLayout | None = None, autocast: str | None = None, compile: bool | dict = False,
+                 chunk_points: int | None = None) -> None:
+        MemoryBudget.of(max_memory)  # validates max_memory now, not at the first call
+        check_choice(output_strategy, "output_strategy", OUTPUT_STRATEGIES)
+        check_optional_positive_int(chunk_points, "chunk_points")
+        self.adapter = ModelAdapter(model, score, readout=readout, autocast=autocast, compile=compile)
+        self.engine_options = EngineOptions(max_memory, chunk_points, output_strategy, inputs)
         self.model = model
         self.score = score
 
@@ -124,9 +90,13 @@ class DatasetMethod:
         """A fresh reducer for the attributed ``outputs``."""
         raise NotImplementedError
 
-    def per_sample(self, x: torch.Tensor, indices: np.ndarray, context: dict[str, Any]) -> PathIntegrals | None:
-        """Per-sample attributions of a batch, or None for methods that reduce the inputs themselves."""
-        raise NotImplementedError
+    def check_targets(self, source: DataSource, n_model_outputs: int, outputs: list[int]) -> None:
+        """Refuse unusable targets before spending any compute (default: constant in-memory targets)."""
+        pair = source.in_memory_pair
+        if pair is None:
+            return
+        targets = encode_targets(pair[1], n_model_outputs, outputs)
+        check_not_constant(targets.std(dim=0, unbiased=False), targets.mean(dim=0), "target", outputs)
 
     def prepare_run(self, source: DataSource, n_model_outputs: int, outputs: list[int],
                     parameters: dict[str, Any]) -> None:
@@ -135,137 +105,29 @@ class DatasetMethod:
         May add JSON-serialisable entries to ``parameters``, which go into the result's metadata.
         """
 
-    # -- the run loop
-    def _run(self, data: Any, *, outputs: int | Sequence[int] | None, batch_size: int | None, seed: int,
-             progress: bool, context: dict[str, Any], parameters: dict[str, Any],
-             checkpoint: str | os.PathLike | None = None,
-             checkpoint_every: float = DEFAULT_EVERY_SECONDS) -> Result:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise InputError(f"seed must be an integer, got {seed!r}")
-        started = time.perf_counter()
-        source = DataSource(data, 1 if batch_size is None else batch_size)
-        if source.has_length and len(source) < 2:
-            raise InputError(
-                "the dataset is empty: there is nothing to attribute" if len(source) == 0 else
-                "the dataset has a single sample: a correlation over samples needs at least two"
-            )
-        with self.engine.frozen():
-            raw_probe = source.raw_head(4)
-            layout = choose_layout(raw_probe, self.inputs)
-            layout.fit(raw_probe, self.engine.model)
-            source.layout = layout
-            self.engine.forward = layout.wrap(self.engine.model)
-            x_probe = self.engine.prepare_inputs(source.head(4))
-            x_shape = tuple(x_probe.shape[1:])
-            map_shape = tuple(layout.reduce(torch.zeros((1, 1) + x_shape, dtype=x_probe.dtype)).shape[2:])
-            n_model_outputs = self.engine.n_model_outputs(x_probe)
-            self.engine.check_batch_independence(x_probe)
-            selected = resolve_outputs(outputs, n_model_outputs)
-            self.engine.configure(x_probe, torch.as_tensor(selected, dtype=torch.int64, device=x_probe.device))
-            if batch_size is None:
-                per_sample_bytes = 8 * len(selected) * max(1, int(np.prod(x_shape)))
-                budget = min(_ATTRIBUTION_BUDGET, (self.engine.max_memory or _ATTRIBUTION_BUDGET * 4) // 4)
-                source.batch_size = int(np.clip(budget // per_sample_bytes, 1, _MAX_DEFAULT_BATCH))
-            self._check_targets_upfront(source, n_model_outputs, selected)
-            self.prepare_run(source, n_model_outputs, selected, parameters)
-            spec: baseline_forms.BaselineSpec = context["baselines"]
-            spec.prepare(x_shape, source, int(seed))
-            output_index = torch.as_tensor(selected, dtype=torch.int64, device=x_probe.device)
-            context.update(outputs=output_index, n_model_outputs=n_model_outputs, seed=int(seed))
+    # -- the run
+    def _run(self, data: Any, *, estimator: Estimator, baselines: baseline_forms.BaselineSpec | None,
+             outputs: int | Sequence[int] | None, options: RunOptions, inference: InferencePlan | None = None,
+             parameters: dict[str, Any] | None = None, adapter: ModelAdapter | None = None) -> Result:
+        run = DatasetRun(self.name, adapter or self.adapter, self.engine_options)
+        outcome = run.run(data, estimator=estimator, baselines=baselines, make_reducer=self.make_reducer,
+                          outputs=outputs, options=options, inference=inference, parameters=parameters,
+                          check_targets=self.check_targets, prepare=self.prepare_run)
+        return self._result(outcome, inference)
 
-            def step(batch: Batch) -> SampleBatch:
-                x = self.engine.prepare_inputs(batch.x)
-                if tuple(x.shape[1:]) != x_shape:
-                    raise ShapeError(
-                        f"sample {batch.start} has shape {tuple(x.shape[1:])} but earlier samples have {x_shape}"
-                    )
-                indices = np.arange(batch.start, batch.start + len(x))
-                targets = encode_targets(batch.y, n_model_outputs, selected).to(x.device)
-                integrals = self.per_sample(x, indices, context)
-                return SampleBatch(
-                    indices=torch.as_tensor(indices, device=x.device), inputs=x, targets=targets,
-                    attributions=None if integrals is None else layout.reduce(integrals.attributions),
-                    predictions=None if integrals is None else integrals.predictions,
-                    baseline_predictions=None if integrals is None else integrals.baseline_predictions,
-                    attribution_variance=None if integrals is None else integrals.attribution_variance,
-                    steps=None if integrals is None else integrals.steps,
-                )
-
-            plan: InferencePlan | None = context.get("inference")
-            if plan is not None and plan.active:
-                plan.prepare(map_shape, all_targets(source, n_model_outputs, selected).to(x_probe.device)
-                             if plan.permutations else None)
-            saver = None
-            if checkpoint is not None:
-                rank, world_size = distributed.world()
-                path = Path(checkpoint)
-                if world_size > 1:
-                    path = path.with_name(f"{path.name}.rank{rank}-of-{world_size}")
-                fingerprint = {
-                    "method": self.name, "model": model_fingerprint(self.model), "score": describe_score(self.score),
-                    "n_samples": len(source) if source.has_length else None, "x_shape": list(x_shape),
-                    "outputs": selected, "seed": int(seed), "baselines": spec.describe(), **parameters,
-                    "inference": plan.describe() if plan is not None and plan.active else None,
-                }
-                saver = Checkpoint(path, fingerprint, checkpoint_every)
-
-            def make_reducer() -> Reducer:
-                main = self.make_reducer(selected)
-                return plan.wrap(main, selected, int(seed)) if plan is not None else main
-
-            reducer, seen = run_reduction(source, make_reducer, step, progress=progress,
-                                          description=self.name.upper(), device=x_probe.device, checkpoint=saver)
-        computed = reducer.compute()
-        maps = computed.maps.reshape(len(selected), *map_shape).cpu().numpy()
-        metadata = {
-            "method": self.name,
-            "outputs": selected,
-            "n_model_outputs": n_model_outputs,
-            "n_samples": seen,
-            "x_shape": list(x_shape),
-            "inputs": layout.describe(),
-            "score": describe_score(self.score),
-            "seed": int(seed),
-            "batch_size": source.batch_size,
-            "world_size": distributed.world()[1],
-            "engine": self.engine.describe(),
-            "model_sha256": model_fingerprint(self.model),
-            "parameters": parameters,
-            "baselines": spec.describe(),
-            "inference": plan.describe() if plan is not None and plan.active else None,
-            "seconds": time.perf_counter() - started,
-            "versions": {"igcorr": _version(), "torch": torch.__version__, "numpy": np.__version__,
-                         "python": platform.python_version()},
-        }
-        logger.info("%s on %d samples took %.1f s", self.name, seen, metadata["seconds"])
+    def _result(self, outcome: RunOutcome, inference: InferencePlan | None) -> Result:
+        computed, k, shape = outcome.computed, len(outcome.outputs), outcome.map_shape
         return Result(
             method=self.name,
-            maps=maps,
-            diagnostics={k: v.cpu().numpy() for k, v in computed.diagnostics.items()},
-            extra_maps={k: v.reshape(len(selected), *map_shape).cpu().numpy() for k, v in computed.extra_maps.items()},
-            metadata=metadata,
-            region_inference=_region_arrays(computed.regions, plan),
+            maps=computed.maps.reshape(k, *shape).cpu().numpy(),
+            diagnostics={name: value.cpu().numpy() for name, value in computed.diagnostics.items()},
+            extra_maps={name: value.reshape(k, *shape).cpu().numpy() for name, value in computed.extra_maps.items()},
+            metadata=outcome.metadata,
+            region_inference=_region_arrays(computed.regions, inference),
         )
 
-    @staticmethod
-    def _check_targets_upfront(source: DataSource, n_model_outputs: int, outputs: list[int]) -> None:
-        """For in-memory data, refuse constant targets before spending any compute."""
-        pair = getattr(source, "_pair", None)
-        if pair is None:
-            return
-        targets = encode_targets(pair[1], n_model_outputs, outputs)
-        check_not_constant(targets.std(dim=0, unbiased=False), targets.mean(dim=0), "target", outputs)
 
-
-def all_targets(source: DataSource, n_model_outputs: int, outputs: list[int]) -> torch.Tensor:
-    """Every sample's encoded targets (N, K), float64: direct for in-memory pairs, else one pass reading the data."""
-    pair = getattr(source, "_pair", None)
-    if pair is not None:
-        return encode_targets(pair[1], n_model_outputs, outputs)
-    return torch.cat([encode_targets(batch.y, n_model_outputs, outputs) for batch in source.batches()])
-
-
-def _region_arrays(regions: dict[str, Any], plan: Any) -> dict[str, np.ndarray]:
+def _region_arrays(regions: dict[str, Any], plan: InferencePlan | None) -> dict[str, np.ndarray]:
     """Per-region inference arrays (K, R) and the region masks (R, *x_shape) for the Result."""
     if plan is None or not plan.active or plan.masks is None:
         return {}
@@ -273,12 +135,6 @@ def _region_arrays(regions: dict[str, Any], plan: Any) -> dict[str, np.ndarray]:
               for name, values in regions.items()}
     arrays["masks"] = plan.masks
     return arrays
-
-
-def _version() -> str:
-    from igcorr import __version__
-
-    return __version__
 
 
 class IGC(DatasetMethod):
@@ -379,62 +235,17 @@ class IGC(DatasetMethod):
             ``maps`` (K, *x_shape), ``correlation``, ``baseline_term``, ``ig_completeness`` and metadata. Under
             torch.distributed (e.g. ``torchrun``) every rank attributes its shard and returns the merged Result.
         """
-        context, parameters = self._path_context(baselines, n_steps, method, tolerance, max_steps, estimator)
-        if path not in (None, "straight"):  # IG2: GradPaths towards references (igcorr.methods.ig2)
-            context, parameters = ig2_context(path, baselines, n_steps, tolerance, estimator)
-        context["inference"] = InferencePlan(permutations, bootstrap, regions, regions_only, level)
-        return self._run(data, outputs=outputs, batch_size=batch_size, seed=seed, progress=progress,
-                         context=context, parameters=parameters,
-                         checkpoint=checkpoint, checkpoint_every=checkpoint_every)
-
-    @staticmethod
-    def _path_context(baselines: Any, n_steps: int | None, method: str, tolerance: float | None, max_steps: int,
-                      estimator: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Validate the path-integration arguments; returns the per-sample context and the metadata parameters."""
-        spec = baseline_forms.resolve(baselines)
-        if estimator not in ("quadrature", "montecarlo"):
-            raise InputError(f"estimator must be 'quadrature' or 'montecarlo', got {estimator!r}")
-        if tolerance is not None and estimator == "montecarlo":
-            raise InputError("tolerance applies to quadrature; the Monte-Carlo estimator reports a standard error")
-        if estimator == "montecarlo":
-            points = 64 if n_steps is None else n_steps
-            if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2:
-                raise InputError(f"the Monte-Carlo estimator needs n_steps >= 2 points per sample, got {points!r}")
-            context = {"baselines": baseline_forms.per_point_draws(spec, int(points)), "estimator": estimator,
-                       "rule": Rule(np.array([0.5]), np.array([1.0]))}
-            return context, {"n_steps": int(points), "estimator": estimator}
-        if tolerance is not None:
-            if method != "trapezoid":
-                raise InputError("adaptive quadrature (tolerance=...) refines the trapezoid rule: use method='trapezoid'")
-            if not isinstance(tolerance, (int, float, np.floating)) or isinstance(tolerance, bool) or not tolerance > 0:
-                raise InputError(f"tolerance must be a positive number, got {tolerance!r}")
-            start = 9 if n_steps is None else n_steps
-            rule = quadrature_rule("trapezoid", start)
-            if max_steps < start:
-                raise InputError(f"max_steps={max_steps} is below the starting n_steps={start}")
-            context = {"baselines": spec, "rule": rule, "tolerance": float(tolerance), "max_steps": int(max_steps)}
-            return context, {"n_steps": int(start), "method": method, "tolerance": float(tolerance),
-                             "max_steps": int(max_steps)}
-        rule = quadrature_rule(method, 64 if n_steps is None else n_steps)
-        return {"baselines": spec, "rule": rule}, {"n_steps": len(rule.nodes), "method": method}
+        options = RunOptions(batch_size, seed, progress, checkpoint, checkpoint_every)
+        spec = baseline_forms.resolve(baselines) if path in (None, "straight") else None
+        chosen = estimator_from_options(n_steps=n_steps, method=method, tolerance=tolerance, max_steps=max_steps,
+                                        estimator=estimator, path=path)
+        inference = InferencePlan(permutations, bootstrap, regions, regions_only, level)
+        spec = baselines_for(chosen, baselines) if spec is None else chosen.run_baselines(spec)
+        return self._run(data, estimator=chosen, baselines=spec, outputs=outputs, options=options,
+                         inference=inference)
 
     def make_reducer(self, outputs: list[int]) -> Reducer:
         return CorrelationReducer(outputs, against="targets")
-
-    def per_sample(self, x: torch.Tensor, indices: np.ndarray, context: dict[str, Any]) -> PathIntegrals:
-        if "ig2" in context:
-            return context["ig2"].integrals(self.engine, x, indices, context)
-        baselines = context["baselines"].for_samples(indices, x)
-        first = int(indices[0])
-        if context.get("estimator") == "montecarlo":
-            alphas = stratified_nodes(context["seed"], indices, baselines.shape[1]).to(x.device)
-            return self.engine.integrate(x, baselines, context["rule"], context["outputs"], first_index=first,
-                                         path_alphas=alphas)
-        if context.get("tolerance") is not None:
-            return self.engine.integrate_adaptive(x, baselines, context["outputs"], context["tolerance"],
-                                                  start_steps=len(context["rule"].nodes),
-                                                  max_steps=context["max_steps"], first_index=first)
-        return self.engine.integrate(x, baselines, context["rule"], context["outputs"], first_index=first)
 
 
 class IGaC(IGC):
@@ -461,8 +272,7 @@ class IGaC(IGC):
     def make_reducer(self, outputs: list[int]) -> Reducer:
         return CorrelationReducer(outputs, against="predictions")
 
-    @staticmethod
-    def _check_targets_upfront(source: DataSource, n_model_outputs: int, outputs: list[int]) -> None:
+    def check_targets(self, source: DataSource, n_model_outputs: int, outputs: list[int]) -> None:
         """The targets' values are not used: nothing to check (a constant prediction is refused later)."""
 
 
@@ -509,21 +319,8 @@ class IGMoments(IGC):
     def make_reducer(self, outputs: list[int]) -> Reducer:
         return MomentsReducer(outputs)
 
-    @staticmethod
-    def _check_targets_upfront(source: DataSource, n_model_outputs: int, outputs: list[int]) -> None:
+    def check_targets(self, source: DataSource, n_model_outputs: int, outputs: list[int]) -> None:
         """The targets are not used: nothing to check."""
-
-
-class _NoBaselines(baseline_forms.BaselineSpec):
-    """Placeholder baseline spec of the methods that use the inputs themselves."""
-
-    count = 0
-
-    def for_samples(self, indices: np.ndarray, x: torch.Tensor) -> torch.Tensor:
-        raise InputError("this method uses no baselines")
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "none"}
 
 
 class _TargetColumns:
@@ -534,44 +331,6 @@ class _TargetColumns:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(x), self.n_columns, dtype=x.dtype, device=x.device)
-
-
-class _InputEngine(Engine):
-    """Engine of the naive methods: inputs of any numeric dtype are accepted (no gradients are taken)."""
-
-    def prepare_inputs(self, x: torch.Tensor, name: str = "inputs") -> torch.Tensor:
-        if not x.is_floating_point():
-            x = x.to(torch.float64)
-        return super().prepare_inputs(x, name)
-
-
-def _target_columns(data: Any) -> int:
-    """Number of target columns of a dataset: (N, K) → K, float (N,) → 1, class labels (N,) → max label + 1."""
-    source = DataSource(data, 1)
-    pair = getattr(source, "_pair", None)
-    if pair is not None:
-        y = pair[1]
-    else:
-        first = next(source.batches(0, 1), None)
-        if first is None:
-            raise InputError("the dataset is empty: there is nothing to attribute")
-        y = first.y
-    if y.ndim == 1 and not y.is_floating_point():
-        if pair is None:
-            raise InputError(
-                "with model=None the number of classes of integer labels read from a Dataset or DataLoader is "
-                "unknown; pass one-hot (N, K) targets, a model, or the data as an in-memory (X, Y) pair"
-            )
-        if len(y) == 0:
-            raise InputError("the dataset is empty: there is nothing to attribute")
-        if int(y.min()) < 0:
-            raise InputError(f"class label {int(y.min())} is negative; labels must be 0, 1, ..., K − 1")
-        return int(y.max()) + 1
-    if y.ndim == 1:
-        return 1
-    if y.ndim == 2:
-        return int(y.shape[1])
-    raise ShapeError(f"targets have shape {tuple(y.shape)}; give (N,) or (N, K) targets (one column per output)")
 
 
 class _InputStatistic(DatasetMethod):
@@ -587,18 +346,16 @@ class _InputStatistic(DatasetMethod):
         if model is None and score is not None:
             raise InputError("a score needs a model: pass the model, or score=None with model=None")
         super().__init__(_TargetColumns(1) if model is None else model, score)
+        self.adapter = ModelAdapter(self.adapter.model, score, accept_integer_inputs=True)
         self.model = model
-        self.engine = _InputEngine(self.engine.model, score)
-
-    def per_sample(self, x: torch.Tensor, indices: np.ndarray, context: dict[str, Any]) -> None:
-        return None
 
     def _statistic(self, data: Any, *, outputs: int | Sequence[int] | None, batch_size: int | None, progress: bool,
                    parameters: dict[str, Any]) -> Result:
+        adapter = self.adapter
         if self.model is None:
-            self.engine = _InputEngine(_TargetColumns(_target_columns(data)))
-        return self._run(data, outputs=outputs, batch_size=batch_size, seed=0, progress=progress,
-                         context={"baselines": _NoBaselines()}, parameters=parameters)
+            adapter = ModelAdapter(_TargetColumns(target_columns(data)), accept_integer_inputs=True)
+        return self._run(data, estimator=NoAttribution(), baselines=None, outputs=outputs,
+                         options=RunOptions(batch_size, 0, progress), parameters=parameters, adapter=adapter)
 
 
 class NaiveCorrelation(_InputStatistic):
@@ -716,8 +473,7 @@ class NaiveTTest(_InputStatistic):
                 or not all(isinstance(q, (int, float, np.floating)) and not isinstance(q, bool) for q in quantiles)
                 or not 0.0 < float(quantiles[0]) <= float(quantiles[1]) < 1.0):
             raise InputError(f"quantiles must be a pair (q_low, q_high) with 0 < q_low ≤ q_high < 1, got {quantiles!r}")
-        if not isinstance(equal_var, (bool, np.bool_)):
-            raise InputError(f"equal_var must be True (Student) or False (Welch), got {equal_var!r}")
+        check_bool(equal_var, "equal_var", hint="True: Student, False: Welch")
         self._request = (thresholds, (float(quantiles[0]), float(quantiles[1])), bool(equal_var))
         parameters = {"equal_var": bool(equal_var), "test": "student" if equal_var else "welch"}
         return self._statistic(data, outputs=outputs, batch_size=batch_size, progress=progress, parameters=parameters)
@@ -729,7 +485,7 @@ class NaiveTTest(_InputStatistic):
         if thresholds is not None:
             low, high, rule = thresholds[0], thresholds[1], "explicit"
         else:
-            pair = getattr(source, "_pair", None)
+            pair = source.in_memory_pair
             if pair is not None:
                 targets = encode_targets(pair[1], n_model_outputs, outputs)
                 binary = ((targets == 0) | (targets == 1)).all(dim=0)
@@ -809,16 +565,9 @@ class BSC(DatasetMethod):
             to rounding), as for IGC.
         """
         spec = baseline_forms.resolve(baselines)
-        n_permutations = check_n_permutations(n_permutations)
-        parameters = {"n_permutations": n_permutations}
-        return self._run(data, outputs=outputs, batch_size=batch_size, seed=seed, progress=progress,
-                         context={"baselines": spec, "n_permutations": n_permutations, "seed": seed},
-                         parameters=parameters)
+        options = RunOptions(batch_size, seed, progress)
+        return self._run(data, estimator=ShapleySampling(n_permutations), baselines=spec, outputs=outputs,
+                         options=options)
 
     def make_reducer(self, outputs: list[int]) -> Reducer:
         return CorrelationReducer(outputs, against="targets")
-
-    def per_sample(self, x: torch.Tensor, indices: np.ndarray, context: dict[str, Any]) -> PathIntegrals:
-        baselines = context["baselines"].for_samples(indices, x)
-        return baseline_shapley(self.engine, x, baselines, context["outputs"],
-                                n_permutations=context["n_permutations"], seed=int(context["seed"]), indices=indices)

@@ -1,0 +1,333 @@
+"""The one dataset run loop: every dataset-wise method streams its data through :class:`DatasetRun`.
+
+A run probes the data (input layout, shapes, number of outputs, batch independence), resolves the outputs,
+configures a path integrator and the baselines, sizes its batches under the memory budget, then streams this
+process's shard of the samples (or what a checkpoint left) through the estimator into a reducer, saving
+checkpoints as it goes, and merges the reducers of all processes of a torch.distributed run. What differs
+between methods is given to it as typed objects: the :class:`~igcorr.dataset.estimators.Estimator` (what is
+computed per sample), a reducer factory (what is accumulated) and the inference plan (permutations,
+bootstrap, regions).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from igcorr import baselines as baseline_forms
+from igcorr import distributed
+from igcorr._validation import check_bool, check_optional_positive_int, check_seed
+from igcorr.data import Batch, DataSource
+from igcorr.dataset.checkpoint import DEFAULT_EVERY_SECONDS, Checkpoint, model_fingerprint
+from igcorr.dataset.estimators import Estimator, RunSetup
+from igcorr.dataset.targets import all_targets, encode_targets
+from igcorr.errors import InputError, ShapeError
+from igcorr.inputs import InputLayout, choose_layout
+from igcorr.model import ModelAdapter, resolve_outputs
+from igcorr.paths.budget import MemoryBudget
+from igcorr.paths.integrator import PathIntegrator
+from igcorr.reducers import Reducer, SampleBatch
+from igcorr.reducers.base import Computed
+from igcorr.reducers.inference import InferencePlan
+
+logger = logging.getLogger(__name__)
+
+#: share of the memory budget that one batch of per-sample buffers (float64 attributions, baselines) may take
+_BATCH_SHARE = 0.25
+#: upper bound of that share when the budget is large: larger batches do not run faster
+_BATCH_BYTES = 128 * 2**20
+_MAX_DEFAULT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run streams: batch size (None: from the memory budget), seed, progress bar, checkpoint file and
+    seconds between checkpoint writes."""
+
+    batch_size: int | None = None
+    seed: int = 0
+    progress: bool = True
+    checkpoint: str | os.PathLike | None = None
+    checkpoint_every: float = DEFAULT_EVERY_SECONDS
+
+    def __post_init__(self) -> None:
+        check_optional_positive_int(self.batch_size, "batch_size")
+        check_seed(self.seed)
+        check_bool(self.progress, "progress")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How path integrals are evaluated: the memory budget, a fixed chunk size (None: tuned), the output
+    strategy, and the model's input layout (None: chosen from the data)."""
+
+    max_memory: int | None = None
+    chunk_points: int | None = None
+    output_strategy: str = "auto"
+    inputs: InputLayout | None = None
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced, for the method to turn into a Result."""
+
+    computed: Computed
+    outputs: list[int]
+    n_model_outputs: int
+    n_samples: int
+    x_shape: tuple[int, ...]
+    map_shape: tuple[int, ...]
+    layout: InputLayout
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class DatasetRun:
+    """One dataset-wise computation: ``run`` streams the data and returns the reduced state.
+
+    Parameters
+    ----------
+    name : str
+        The method's name (progress bar, metadata, checkpoint fingerprint).
+    adapter : ModelAdapter
+        The model.
+    engine : EngineOptions
+        Memory budget, chunking and input layout.
+    """
+
+    def __init__(self, name: str, adapter: ModelAdapter, engine: EngineOptions) -> None:
+        self.name = name
+        self.adapter = adapter
+        self.engine = engine
+
+    def run(self, data: Any, *, estimator: Estimator, baselines: baseline_forms.BaselineSpec | None,
+            make_reducer: Callable[[list[int]], Reducer], outputs: Any, options: RunOptions,
+            inference: InferencePlan | None = None, parameters: dict[str, Any] | None = None,
+            check_targets: Callable[[DataSource, int, list[int]], None] | None = None,
+            prepare: Callable[[DataSource, int, list[int], dict[str, Any]], None] | None = None) -> RunOutcome:
+        """Stream ``data`` through ``estimator`` into reducers from ``make_reducer(outputs)``.
+
+        ``check_targets`` is called before any model call on the targets (e.g. constant targets), ``prepare``
+        once the outputs are known (it may add entries to ``parameters``, which go into the metadata).
+        """
+        parameters = dict(parameters or {})
+        started = time.perf_counter()
+        source = DataSource(data, 1 if options.batch_size is None else options.batch_size)
+        if source.has_length and len(source) < 2:
+            raise InputError(
+                "the dataset is empty: there is nothing to attribute" if len(source) == 0 else
+                "the dataset has a single sample: a correlation over samples needs at least two"
+            )
+        with self.adapter.frozen():
+            raw_probe = source.raw_head(4)
+            layout = choose_layout(raw_probe, self.engine.inputs)
+            layout.fit(raw_probe, self.adapter.model)
+            source.layout = layout
+            adapter = self.adapter.with_forward(layout.wrap(self.adapter.model))
+            probe = adapter.prepare_inputs(source.head(4))
+            x_shape = tuple(probe.shape[1:])
+            map_shape = tuple(layout.reduce(torch.zeros((1, 1) + x_shape, dtype=probe.dtype)).shape[2:])
+            n_model_outputs = adapter.n_outputs(probe)
+            adapter.check_batch_independence(probe)
+            selected = resolve_outputs(outputs, n_model_outputs)
+            output_index = torch.as_tensor(selected, dtype=torch.int64, device=probe.device)
+            integrator = PathIntegrator(adapter, max_memory=self.engine.max_memory,
+                                        chunk_points=self.engine.chunk_points,
+                                        output_strategy=self.engine.output_strategy)
+            integrator.configure(probe, output_index)
+            spec = baselines if baselines is not None and estimator.uses_baselines else _NoBaselines()
+            if options.batch_size is None:
+                source.batch_size = self._batch_size(integrator.budget, len(selected), x_shape, spec, probe)
+            if check_targets is not None:
+                check_targets(source, n_model_outputs, selected)
+            if prepare is not None:
+                prepare(source, n_model_outputs, selected, parameters)
+            seed = int(options.seed)
+            spec.prepare(x_shape, source, seed)
+            setup = RunSetup(adapter, integrator, output_index, n_model_outputs, seed, spec, probe)
+            per_batch = estimator.bind(setup)
+            parameters = {**estimator.describe(), **parameters}
+            recorded_shape: list[tuple[int, ...]] = []
+
+            def step(batch: Batch) -> SampleBatch:
+                x = adapter.prepare_inputs(batch.x)
+                if tuple(x.shape[1:]) != x_shape:
+                    raise ShapeError(
+                        f"sample {batch.start} has shape {tuple(x.shape[1:])} but earlier samples have {x_shape}"
+                    )
+                indices = np.arange(batch.start, batch.start + len(x))
+                targets = encode_targets(batch.y, n_model_outputs, selected).to(x.device)
+                integrals = per_batch(x, indices)
+                attributions = None if integrals is None else layout.reduce(integrals.attributions)
+                if attributions is not None and not recorded_shape:
+                    recorded_shape.append(tuple(attributions.shape[2:]))
+                return SampleBatch(
+                    indices=torch.as_tensor(indices, device=x.device), inputs=x, targets=targets,
+                    attributions=attributions,
+                    predictions=None if integrals is None else integrals.predictions,
+                    baseline_predictions=None if integrals is None else integrals.baseline_predictions,
+                    attribution_variance=None if integrals is None else integrals.attribution_variance,
+                    steps=None if integrals is None else integrals.steps,
+                )
+
+            plan = inference if inference is not None and inference.active else None
+            if plan is not None:
+                plan.prepare(map_shape, all_targets(source, n_model_outputs, selected).to(probe.device)
+                             if plan.permutations else None)
+            describe_baselines = spec.describe()
+            saver = None
+            if options.checkpoint is not None:
+                rank, world_size = distributed.world()
+                path = Path(options.checkpoint)
+                if world_size > 1:
+                    path = path.with_name(f"{path.name}.rank{rank}-of-{world_size}")
+                fingerprint = {
+                    "method": self.name, "model": model_fingerprint(self.adapter.model),
+                    "score": adapter.describe_score(), "n_samples": len(source) if source.has_length else None,
+                    "x_shape": list(x_shape), "outputs": selected, "seed": seed, "baselines": describe_baselines,
+                    **parameters, "inference": plan.describe() if plan is not None else None,
+                }
+                saver = Checkpoint(path, fingerprint, options.checkpoint_every)
+
+            def reducer_factory() -> Reducer:
+                main = make_reducer(selected)
+                return plan.wrap(main, selected, seed) if plan is not None else main
+
+            reducer, seen = run_reduction(source, reducer_factory, step, progress=options.progress,
+                                          description=self.name.upper(), device=probe.device, checkpoint=saver)
+        computed = reducer.compute()
+        if recorded_shape and recorded_shape[0] != map_shape:
+            map_shape = recorded_shape[0]  # attributions of an internal layer, not of the inputs
+        metadata = {
+            "method": self.name,
+            "outputs": selected,
+            "n_model_outputs": n_model_outputs,
+            "n_samples": seen,
+            "x_shape": list(x_shape),
+            "inputs": layout.describe(),
+            "score": adapter.describe_score(),
+            "seed": seed,
+            "batch_size": source.batch_size,
+            "world_size": distributed.world()[1],
+            "engine": integrator.describe(),
+            "model_sha256": model_fingerprint(self.adapter.model),
+            "parameters": parameters,
+            "baselines": describe_baselines,
+            "inference": plan.describe() if plan is not None else None,
+            "seconds": time.perf_counter() - started,
+            "versions": {"igcorr": _version(), "torch": torch.__version__, "numpy": np.__version__,
+                         "python": platform.python_version()},
+        }
+        logger.info("%s on %d samples took %.1f s", self.name, seen, metadata["seconds"])
+        return RunOutcome(computed, selected, n_model_outputs, seen, x_shape, map_shape, layout, metadata)
+
+    @staticmethod
+    def _batch_size(budget: MemoryBudget, n_outputs: int, x_shape: tuple[int, ...],
+                    spec: baseline_forms.BaselineSpec, probe: torch.Tensor) -> int:
+        """Samples per batch such that the batch's float64 attributions and its baselines (Monte-Carlo draws
+        included) take at most a quarter of the budget (and at most 128 MiB)."""
+        features = max(1, int(np.prod(x_shape, dtype=np.int64)))
+        per_sample = 8 * n_outputs * features + int(getattr(spec, "count", 1)) * features * probe.element_size()
+        share = MemoryBudget(min(_BATCH_BYTES, budget.fraction(_BATCH_SHARE).bytes))
+        fitting = share.count(per_sample, "one sample's attributions and baselines (a quarter of the budget)")
+        return int(min(fitting, _MAX_DEFAULT_BATCH))
+
+
+class _NoBaselines(baseline_forms.BaselineSpec):
+    """Baseline spec of the estimators that use none."""
+
+    count = 0
+
+    def for_samples(self, indices: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        raise InputError("this method uses no baselines")
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "none"}
+
+
+def stream(source: DataSource, reducer: Reducer, step: Callable[[Batch], SampleBatch], *, progress: bool,
+           description: str, start: int = 0, stop: int | None = None, seen: int = 0,
+           checkpoint: Checkpoint | None = None) -> int:
+    """Feed the batches of samples ``start`` to ``stop`` − 1 through ``step`` into ``reducer``.
+
+    Parameters
+    ----------
+    seen : int
+        Samples already folded into ``reducer`` (when resuming).
+    checkpoint : Checkpoint, optional
+        Saved whenever due, and once more at the end.
+
+    Returns
+    -------
+    int
+        Samples folded into ``reducer`` in total.
+    """
+    end = stop if stop is not None else (len(source) if source.has_length else None)
+    total = end - start if end is not None else None
+    position = start
+    with tqdm(total=total, desc=description, unit="sample", disable=not progress, leave=False) as bar:
+        for batch in source.batches(start, stop):
+            reducer.update(step(batch))
+            seen += len(batch.x)
+            position = batch.start + len(batch.x)
+            bar.update(len(batch.x))
+            if checkpoint is not None and checkpoint.due():
+                checkpoint.save(reducer, position, seen)
+    if checkpoint is not None:
+        checkpoint.save(reducer, position, seen, complete=True)
+    return seen
+
+
+def run_reduction(source: DataSource, make_reducer: Callable[[], Reducer], step: Callable[[Batch], SampleBatch], *,
+                  progress: bool, description: str, device: torch.device,
+                  checkpoint: Checkpoint | None = None) -> tuple[Reducer, int]:
+    """Stream this process's share of ``source`` into a reducer, resuming from and writing ``checkpoint``, and
+    merge the reducers of all processes of a torch.distributed run.
+
+    Returns
+    -------
+    (Reducer, int)
+        The reducer covering all samples of all processes, and the number of samples it holds.
+    """
+    rank, world_size = distributed.world()
+    start, stop = 0, None
+    if world_size > 1:
+        distributed.require_length(source.has_length)
+        start, stop = distributed.shard_bounds(len(source), rank, world_size)
+    reducer, seen, complete = make_reducer(), 0, False
+    if checkpoint is not None:
+        saved = checkpoint.load()
+        if saved is not None:
+            reducer.load_state_dict(_to_device(saved["state"], device))
+            start, seen, complete = saved["next"], saved["seen"], saved["complete"]
+    if not complete:
+        seen = stream(source, reducer, step, progress=progress, description=description, start=start, stop=stop,
+                      seen=seen, checkpoint=checkpoint)
+    if world_size == 1:
+        return reducer, seen
+    states = distributed.all_gather(({k: v.detach().cpu() for k, v in reducer.state_dict().items()}, seen))
+    merged = make_reducer()
+    for state, _ in states:
+        part = make_reducer()
+        part.load_state_dict(_to_device(state, device))
+        merged.merge(part)
+    return merged, sum(count for _, count in states)
+
+
+def _to_device(state: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: tensor.to(device) for name, tensor in state.items()}
+
+
+def _version() -> str:
+    from igcorr import __version__
+
+    return __version__

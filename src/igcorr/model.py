@@ -1,0 +1,370 @@
+"""The model adapter: the one place where igcorr touches the user's model.
+
+Every method evaluates the model through a :class:`ModelAdapter`. It turns whatever the user passed (an
+``nn.Module`` or a plain differentiable function) into a pure function of its inputs: parameters are frozen
+and evaluation mode is used while attributing, then both are restored (:meth:`ModelAdapter.frozen`); the
+output is checked and turned into the attributed scores (raw outputs, softmax, log-softmax or a callable);
+the forward pass may run under autocast or ``torch.compile``; and the adapter answers the questions the rest
+of the pipeline asks of a model (how many outputs, which device and dtype, does it treat samples
+independently, does it end in a linear readout, how much memory does one input take).
+
+An adapter holds settings only. Whatever one call decides (the readout in use, chunk sizes, the input
+layout's forward) lives in objects of that call, so nothing leaks into the next one;
+:meth:`ModelAdapter.with_forward` returns a new adapter for an input layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from igcorr._validation import check_choice
+from igcorr.errors import InputError, ModelError
+
+ScoreLike = str | Callable[[torch.Tensor], torch.Tensor] | None
+SCORES = ("softmax", "log_softmax")
+AUTOCAST_DTYPES = (None, "bfloat16", "float16")
+
+#: modules whose forward differs between training and evaluation mode
+_MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+
+
+@dataclass(frozen=True)
+class Readout:
+    """A final ``nn.Linear`` whose inputs are attributed instead of its K outputs (then projected, exactly)."""
+
+    layer: nn.Linear
+    name: str
+
+    @property
+    def width(self) -> int:
+        return self.layer.in_features
+
+    def project(self, integrals: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+        """Map integrals over the readout's H inputs (n, H, D) to the selected outputs (n, K, D)."""
+        projection = self.layer.weight.detach()[outputs].to(torch.float64)
+        return torch.einsum("kh,nhd->nkd", projection, integrals)
+
+
+def model_device_dtype(model: Any) -> tuple[torch.device | None, torch.dtype | None]:
+    """Device and floating dtype of the model's first floating parameter or buffer (None, None if none)."""
+    if not isinstance(model, nn.Module):
+        return None, None
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return None, None
+
+
+def named_submodule(model: Any, name: str, what: str) -> nn.Module:
+    """The submodule ``name`` of ``model`` (a ``named_modules()`` name), with a clear error listing the names."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"a {what} given by name ({name!r}) needs an nn.Module model; pass the module itself")
+    named = dict(model.named_modules())
+    if name not in named or name == "":
+        names = [n for n in named if n]
+        raise InputError(f"the model has no submodule {name!r}; its submodules are {names[:40]}"
+                         + (" ..." if len(names) > 40 else ""))
+    return named[name]
+
+
+def resolve_outputs(outputs: int | Sequence[int] | None, n_model_outputs: int) -> list[int]:
+    """Validate the ``outputs`` argument against the model's number of scores; returns a list of indices."""
+    if outputs is None:
+        return list(range(n_model_outputs))
+    if isinstance(outputs, (int, np.integer)) and not isinstance(outputs, bool):
+        selected = [int(outputs)]
+    else:
+        try:
+            selected = [int(o) for o in outputs]  # type: ignore[union-attr]
+        except (TypeError, ValueError) as error:
+            raise InputError(f"outputs must be None, an int or a list of ints, got {outputs!r}") from error
+    if not selected:
+        raise InputError("outputs is empty: give at least one output index, or None for all")
+    for index in selected:
+        if not -n_model_outputs <= index < n_model_outputs:
+            raise InputError(
+                f"output index {index} is out of range: the model (with its score) has {n_model_outputs} outputs"
+            )
+    normalised = [index % n_model_outputs for index in selected]
+    if len(set(normalised)) != len(normalised):
+        raise InputError(f"outputs {selected} contain duplicates")
+    return normalised
+
+
+def describe_score(score: ScoreLike) -> str:
+    """Name of the score for metadata."""
+    if score is None:
+        return "output"
+    if isinstance(score, str):
+        return score
+    return getattr(score, "__name__", type(score).__name__)
+
+
+class ModelAdapter:
+    """A model as a pure function of its inputs, with the attributed score applied.
+
+    Parameters
+    ----------
+    model : nn.Module or callable
+        Maps a batch (P, *x_shape) to outputs (P, K_model) (or (P,) for one output).
+    score : None, "softmax", "log_softmax" or callable
+        What is attributed for each output: the raw output, its softmax probability, its log-probability, or
+        ``score(output)`` returning (P, K') for any callable.
+    readout : "auto", False, str or nn.Linear
+        Linear-readout shortcut (see :meth:`find_readout`).
+    autocast : None, "bfloat16" or "float16"
+        Run the forward pass (and so the backward pass) under ``torch.autocast`` in that dtype; scores leave
+        the model in the input's dtype.
+    compile : bool or dict
+        Run the forward pass through ``torch.compile`` where the path integrals ask for it (a dict holds
+        ``torch.compile``'s keyword arguments).
+    accept_integer_inputs : bool
+        Convert integer and boolean inputs to float64 instead of refusing them (for the methods that take no
+        gradients).
+    """
+
+    def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None, *, readout: Any = "auto",
+                 autocast: str | None = None, compile: bool | dict = False,
+                 accept_integer_inputs: bool = False) -> None:
+        if not callable(model):
+            raise InputError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
+        if score is not None and not callable(score) and score not in SCORES:
+            raise InputError(f"score must be None, 'softmax', 'log_softmax' or a callable, got {score!r}")
+        check_choice(autocast, "autocast", AUTOCAST_DTYPES)
+        if not isinstance(compile, (bool, dict)):
+            raise InputError(f"compile must be True, False or a dict of torch.compile options, got {compile!r}")
+        if not (readout in ("auto", False, None) or isinstance(readout, (str, nn.Linear))):
+            raise InputError(f"readout must be 'auto', False, a module name or an nn.Linear, got {readout!r}")
+        self.model = model
+        #: what is evaluated on attributed tensors: the model, or the model behind an input layout
+        self.forward: Callable[[torch.Tensor], Any] = model
+        self.score = score
+        self.readout_request = readout
+        self.autocast = autocast
+        self.compile_options: dict | None = (dict(compile) if isinstance(compile, dict) else {}) if compile else None
+        self.accept_integer_inputs = accept_integer_inputs
+        self._compiled: tuple[Callable, Callable] | None = None  # (compiled forward, the forward it compiles)
+        self.device, self.dtype = model_device_dtype(model)
+
+    @property
+    def module(self) -> nn.Module | None:
+        """The model if it is an ``nn.Module``."""
+        return self.model if isinstance(self.model, nn.Module) else None
+
+    def with_forward(self, forward: Callable[[torch.Tensor], Any]) -> "ModelAdapter":
+        """The same adapter evaluating ``forward`` (e.g. the model behind an input layout) instead."""
+        adapter = copy.copy(self)
+        adapter.forward = forward
+        adapter._compiled = None
+        return adapter
+
+    # ------------------------------------------------------------------ model state
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Freeze parameters and use evaluation mode for the duration of the block, then restore both.
+
+        A model left in training mode that holds dropout or normalisation layers (whose outputs would then be
+        random or depend on the batch) triggers a warning; other models are switched silently, as the mode
+        changes nothing.
+        """
+        module = self.module
+        if module is None:
+            yield
+            return
+        modes = {sub: sub.training for sub in module.modules()}
+        flags = [(p, p.requires_grad) for p in module.parameters()]
+        mode_dependent = [type(sub).__name__ for sub in module.modules()
+                          if sub.training and isinstance(sub, _MODE_DEPENDENT)]
+        if mode_dependent:
+            warnings.warn(
+                f"the model is in training mode and contains {sorted(set(mode_dependent))}; igcorr switches it to "
+                "eval() for attribution (dropout and batch statistics would make attributions random and "
+                "batch-dependent) and restores the mode afterwards. Call model.eval() to silence this warning",
+                UserWarning,
+                stacklevel=4,
+            )
+        try:
+            module.eval()
+            for parameter, _ in flags:
+                parameter.requires_grad_(False)
+            yield
+        finally:
+            for parameter, flag in flags:
+                parameter.requires_grad_(flag)
+            for sub, mode in modes.items():
+                sub.training = mode
+
+    # ------------------------------------------------------------------ inputs
+    def prepare_inputs(self, x: torch.Tensor, name: str = "inputs") -> torch.Tensor:
+        """Move inputs to the model's device and floating dtype; integer and boolean inputs are refused
+        (unless the adapter accepts them, for methods without gradients)."""
+        if not x.is_floating_point():
+            if not self.accept_integer_inputs:
+                raise InputError(
+                    f"{name} have dtype {x.dtype}; gradients need continuous inputs. Convert them to float (e.g. "
+                    "x.float() / 255 for images), or attribute in embedding space for token or category ids"
+                )
+            x = x.to(torch.float64)
+        return x.to(device=self.device or x.device, dtype=self.dtype or x.dtype)
+
+    # ------------------------------------------------------------------ scores
+    def _compiled_forward(self) -> Callable[[torch.Tensor], Any]:
+        if self._compiled is None or self._compiled[1] is not self.forward:
+            self._compiled = (torch.compile(self.forward, **self.compile_options), self.forward)
+        return self._compiled[0]
+
+    def scores(self, points: torch.Tensor, compiled: bool = False) -> torch.Tensor:
+        """All attributed scores (P, K_model) at ``points``, differentiable; ``compiled`` uses the compiled
+        forward when compilation was asked for."""
+        forward = self._compiled_forward() if compiled and self.compile_options is not None else self.forward
+        if self.autocast is None:
+            output = forward(points)
+        else:
+            with torch.autocast(device_type=points.device.type, dtype=getattr(torch, self.autocast)):
+                output = forward(points)
+        if not isinstance(output, torch.Tensor):
+            raise ModelError(f"the model must return a tensor, got {type(output).__name__}")
+        if self.autocast is not None:
+            output = output.to(points.dtype)  # scores and their gradients leave the model in the input's dtype
+        if output.ndim == 1:
+            output = output.unsqueeze(1)
+        if output.ndim != 2 or output.shape[0] != points.shape[0]:
+            raise ModelError(
+                f"the model returned shape {tuple(output.shape)} for a batch of {points.shape[0]}; it must return "
+                "(batch, outputs) or (batch,). Wrap it to flatten or select its outputs"
+            )
+        if self.score is None:
+            return output
+        if self.score == "softmax":
+            return torch.softmax(output, dim=1)
+        if self.score == "log_softmax":
+            return torch.log_softmax(output, dim=1)
+        scored = self.score(output)
+        if not isinstance(scored, torch.Tensor) or scored.ndim not in (1, 2) or scored.shape[0] != points.shape[0]:
+            shape = tuple(scored.shape) if isinstance(scored, torch.Tensor) else type(scored).__name__
+            raise ModelError(
+                f"the score callable returned {shape} for a batch of {points.shape[0]}; it must return a tensor "
+                "of shape (batch, outputs) or (batch,)"
+            )
+        return scored.unsqueeze(1) if scored.ndim == 1 else scored
+
+    def evaluate(self, x: torch.Tensor, outputs: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+        """Attributed scores of the selected ``outputs`` at ``x``, shape (n, K), without gradients, evaluated
+        ``chunk`` inputs at a time."""
+        with torch.no_grad():
+            return torch.cat([self.scores(part)[:, outputs] for part in x.split(chunk)])
+
+    def n_outputs(self, x: torch.Tensor) -> int:
+        """Number of scores the model produces, from a forward pass on one input."""
+        with torch.no_grad():
+            return self.scores(x[:1]).shape[1]
+
+    def check_batch_independence(self, x: torch.Tensor) -> None:
+        """Refuse models whose output for one sample depends on the other samples of its batch.
+
+        Path points of many samples share a forward pass, so such a model (batch statistics, attention across
+        the batch, ...) would give silently wrong attributions. Compares a joint forward of the given samples
+        with separate ones.
+        """
+        if len(x) < 2:
+            return
+        with torch.no_grad():
+            joint = self.scores(x)
+            separate = torch.cat([self.scores(x[i : i + 1]) for i in range(len(x))])
+        low_precision = self.autocast is not None or x.dtype in (torch.float16, torch.bfloat16)
+        tolerance = 2e-2 if low_precision else 1e-5 if x.dtype == torch.float32 else 1e-9
+        scale = float(joint.abs().max()) + 1e-30
+        if not torch.allclose(joint, separate, rtol=tolerance, atol=tolerance * scale):
+            raise ModelError(
+                "the model's output for a sample changes with the other samples in its batch (batch statistics, "
+                "e.g. a custom normalisation over the batch, or layers mixing samples). Attribution evaluates many "
+                "samples and path points per forward pass, so the model must treat samples independently: use "
+                "running statistics (eval mode) or remove the batch coupling"
+            )
+
+    # ------------------------------------------------------------------ structure
+    def submodule(self, name: str, what: str) -> nn.Module:
+        """The model's submodule ``name``, with a clear error listing the names."""
+        return named_submodule(self.model, name, what)
+
+    def find_readout(self, x: torch.Tensor, n_outputs: int) -> Readout | None:
+        """The linear readout to attribute through, or None.
+
+        When the model's output is an ``nn.Linear`` layer's output (or the named layer's), the raw outputs are
+        attributed (``score=None``) and more outputs are attributed than the layer has inputs, IG of each of
+        the H readout inputs can be computed and projected with the weights (exact; the bias cancels): H
+        backward passes instead of K. "auto" detects such a layer; a name or module asks for it (and errors
+        if it cannot be used); False disables the shortcut.
+        """
+        request = self.readout_request
+        module = self.module
+        if request in (False, None) or module is None:
+            return None
+        named = dict(module.named_modules())
+        if isinstance(request, str) and request != "auto":
+            if request not in named or not isinstance(named[request], nn.Linear):
+                linear = [name for name, sub in named.items() if isinstance(sub, nn.Linear)]
+                raise InputError(f"readout {request!r} is not an nn.Linear of the model; its linear layers: {linear}")
+            candidates = {request: named[request]}
+        elif isinstance(request, nn.Linear):
+            names = [name for name, sub in named.items() if sub is request]
+            if not names:
+                raise InputError("the readout module given is not part of the model")
+            candidates = {names[0]: request}
+        else:
+            candidates = {name: sub for name, sub in named.items() if isinstance(sub, nn.Linear)}
+        if not candidates:
+            return None
+        produced: dict[str, torch.Tensor] = {}
+        handles = [sub.register_forward_hook(lambda _m, _i, out, name=name: produced.__setitem__(name, out))
+                   for name, sub in candidates.items()]
+        try:
+            with torch.no_grad():
+                output = self.forward(x[:1])
+        finally:
+            for handle in handles:
+                handle.remove()
+        final = [name for name, out in produced.items() if out is output]
+        explicit = request != "auto"
+        if not final:
+            if explicit:
+                raise InputError("the readout layer's output is not the model's output, so it cannot be projected")
+            return None
+        layer = candidates[final[-1]]
+        if self.score is not None:
+            if explicit:
+                raise InputError("the readout shortcut needs raw outputs (score=None): a score is not linear")
+            return None
+        if not explicit and n_outputs <= layer.in_features:
+            return None
+        return Readout(layer, final[-1])
+
+    def activation_bytes(self, x: torch.Tensor) -> int:
+        """Bytes of the leaf modules' outputs for one input like ``x[:1]`` (the activations a forward keeps)."""
+        module = self.module
+        if module is None:
+            return 0
+        sizes: list[int] = []
+        handles = [sub.register_forward_hook(
+            lambda _m, _i, out: sizes.append(out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0))
+            for sub in module.modules() if not list(sub.children())]
+        try:
+            with torch.no_grad():
+                self.forward(x[:1])
+        finally:
+            for handle in handles:
+                handle.remove()
+        return sum(sizes)
+
+    def describe_score(self) -> str:
+        """Name of the score for metadata."""
+        return describe_score(self.score)

@@ -1,0 +1,188 @@
+"""Straight paths from baselines to inputs: Integrated Gradients at quadrature or Monte-Carlo nodes.
+
+For n samples with M baselines each and S nodes, the n·M·S points b + α(x − b) are cut into flat chunks in
+(sample, baseline, node) order; each point's weighted gradient times its path's displacement (x − b) is
+accumulated per sample and averaged over the baselines. Rules whose nodes include both ends (the trapezoid)
+give f(x) and f(b) for free; other rules take two more forward passes without gradients.
+
+:func:`integrate_adaptive` refines the trapezoid rule per sample until a completeness tolerance is met.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from igcorr.errors import ShapeError
+from igcorr.paths.integrator import Evaluation, Path, PathChunk, PathIntegrals, PathIntegrator, TargetFunction
+from igcorr.paths.quadrature import Rule
+from igcorr.paths.quadrature import rule as quadrature_rule
+
+
+@dataclass
+class StraightChunk(PathChunk):
+    """Straight-path points: also each point's (sample, baseline) path, node and displacement x − b (P, D)."""
+
+    path: torch.Tensor
+    node: torch.Tensor
+    deltas: torch.Tensor
+    choice: torch.Tensor | None
+
+
+class StraightPath(Path):
+    """Straight paths from each sample's M baselines to the sample.
+
+    Parameters
+    ----------
+    x : Tensor (n, *x_shape)
+    baselines : Tensor (n, M, *x_shape)
+    rule : Rule
+        Quadrature nodes and weights on [0, 1].
+    n_outputs : int
+        Number of attributed outputs K.
+    per_sample_output : LongTensor (n,), optional
+        Instead of all K outputs, attribute for sample j only output column ``per_sample_output[j]`` (K = 1 in
+        the result); one vector-Jacobian product per point instead of K.
+    path_alphas : Tensor (n, M), optional
+        Monte-Carlo estimation: each path is a single point at its own α (the rule must have one node of
+        weight 1); the result then carries the variance of each sample's mean over its M draws.
+    with_scores : bool
+        False skips the extra forward passes that rules without end nodes need for f(x) and f(b) (their
+        predictions are then zero); used when refining integrals whose scores are already known.
+    """
+
+    def __init__(self, adapter_scores: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                 baselines: torch.Tensor, rule: Rule, n_outputs: int, per_sample_output: torch.Tensor | None = None,
+                 path_alphas: torch.Tensor | None = None, with_scores: bool = True) -> None:
+        n, n_baselines = baselines.shape[:2]
+        if tuple(baselines.shape[2:]) != tuple(x.shape[1:]) or len(baselines) != len(x):
+            raise ShapeError(f"baselines of shape {tuple(baselines.shape)} do not match inputs {tuple(x.shape)}")
+        if path_alphas is not None and (len(rule.nodes) != 1 or tuple(path_alphas.shape) != (n, n_baselines)):
+            raise ShapeError("Monte-Carlo paths need a one-node rule and one α per (sample, baseline)")
+        self.evaluate_scores = adapter_scores
+        self.x, self.baselines, self.rule = x, baselines, rule
+        self.n_samples, self.n_baselines = n, n_baselines
+        self.n_columns = 1 if per_sample_output is not None else n_outputs
+        self.choice = per_sample_output.to(x.device) if per_sample_output is not None else None
+        self.path_alphas = path_alphas
+        self.with_scores = with_scores
+        # the variance of projected attributions is not the projection of variances: no readout shortcut then
+        self.allows_readout = per_sample_output is None and path_alphas is None
+        self.accumulate_squares = path_alphas is not None
+        self.alphas = torch.as_tensor(rule.nodes, dtype=x.dtype, device=x.device)
+        self.weights = torch.as_tensor(rule.weights, dtype=x.dtype, device=x.device)
+        self.endpoint_scores = rule.includes_endpoints
+        self.predictions = torch.zeros(n, self.n_columns, dtype=torch.float64, device=x.device)
+        self.baseline_predictions = torch.zeros_like(self.predictions)
+        #: shape of one sample's attribution per output
+        self.attribution_shape = tuple(x.shape[1:])
+
+    def chunks(self, next_size: Callable[[], int]) -> Iterator[StraightChunk]:
+        x, n, n_baselines = self.x, self.n_samples, self.n_baselines
+        n_steps = len(self.alphas)
+        flat_x = x.reshape(n, -1)
+        flat_baselines = self.baselines.reshape(n * n_baselines, -1)
+        flat_alphas = (self.path_alphas.reshape(-1).to(dtype=x.dtype, device=x.device)
+                       if self.path_alphas is not None else None)
+        total_points = n * n_baselines * n_steps
+        begin = 0
+        while begin < total_points:
+            point = torch.arange(begin, min(begin + next_size(), total_points), device=x.device)
+            begin += len(point)
+            path, node = point // n_steps, point % n_steps
+            sample = path // n_baselines
+            starts = flat_baselines[path]
+            deltas = flat_x[sample] - starts
+            alpha = flat_alphas[point] if flat_alphas is not None else self.alphas[node]
+            points = (starts + alpha.unsqueeze(1) * deltas).reshape(len(point), *x.shape[1:])
+            choice = self.choice[sample] if self.choice is not None else None
+            yield StraightChunk(sample, self.weights[node], points, path, node, deltas, choice)
+
+    def evaluate(self, chunk: StraightChunk, targets: TargetFunction) -> Evaluation:
+        points = chunk.points.requires_grad_(True)
+        differentiated, scores = targets(points, chunk.choice)
+        if self.endpoint_scores:
+            scores = scores.to(torch.float64)
+            at_baseline = chunk.node == 0
+            self.baseline_predictions.index_add_(0, chunk.sample[at_baseline], scores[at_baseline])
+            at_input = (chunk.node == len(self.alphas) - 1) & (chunk.path % self.n_baselines == 0)
+            self.predictions.index_add_(0, chunk.sample[at_input], scores[at_input])
+        return Evaluation(differentiated, scores, points, chunk.deltas)
+
+    def finish(self, integrals: torch.Tensor, squares: torch.Tensor | None) -> PathIntegrals:
+        x, n, n_baselines = self.x, self.n_samples, self.n_baselines
+        predictions, baseline_predictions = self.predictions, self.baseline_predictions
+        if not self.endpoint_scores and self.with_scores:
+            pair_sample = torch.arange(n, device=x.device).repeat_interleave(n_baselines)
+            flat_scores = self.evaluate_scores(self.baselines.reshape(n * n_baselines, *x.shape[1:])).double()
+            input_scores = self.evaluate_scores(x).double()
+            if self.choice is not None:
+                flat_scores = flat_scores.gather(1, self.choice[pair_sample].unsqueeze(1))
+                input_scores = input_scores.gather(1, self.choice.unsqueeze(1))
+            baseline_predictions = torch.zeros_like(predictions).index_add_(0, pair_sample, flat_scores)
+            predictions = input_scores
+        integrals = integrals / n_baselines
+        baseline_predictions = baseline_predictions / n_baselines
+        variance = None
+        if squares is not None:
+            spread = (squares / n_baselines - integrals.square()).clamp(min=0)
+            variance = (spread / max(n_baselines - 1, 1)).reshape(n, self.n_columns, *self.attribution_shape)
+        return PathIntegrals(integrals.reshape(n, self.n_columns, *self.attribution_shape), predictions,
+                             baseline_predictions,
+                             attribution_variance=variance)
+
+
+def integrate_straight(integrator: PathIntegrator, x: torch.Tensor, baselines: torch.Tensor, rule: Rule, *,
+                       per_sample_output: torch.Tensor | None = None, path_alphas: torch.Tensor | None = None,
+                       with_scores: bool = True, first_index: int = 0) -> PathIntegrals:
+    """IG of ``x`` from its baselines (n, M, *x_shape) for the integrator's configured outputs."""
+    outputs = integrator.outputs
+    path = StraightPath(lambda points: integrator.adapter.evaluate(points, outputs, integrator.chunk_points),
+                        x, baselines, rule, len(outputs), per_sample_output=per_sample_output,
+                        path_alphas=path_alphas, with_scores=with_scores)
+    return integrator.integrate(path, first_index=first_index)
+
+
+def integrate_adaptive(integrator: PathIntegrator, x: torch.Tensor, baselines: torch.Tensor, tolerance: float,
+                       start_steps: int = 9, max_steps: int = 1025, first_index: int = 0) -> PathIntegrals:
+    """Integrated gradients refined per sample until the completeness residual is below ``tolerance``.
+
+    Starts with the trapezoid rule on ``start_steps`` nodes; samples whose largest |Σ IG − (f(x) − mean
+    f(b))| over the outputs exceeds ``tolerance`` get their intervals halved, reusing every node already
+    evaluated (the refined trapezoid is the mean of the coarse trapezoid and the midpoint rule), until they
+    pass or would need more than ``max_steps`` nodes. Samples that never pass are kept at the finest rule
+    reached, with a warning. The nodes each sample needed are returned in ``steps``.
+    """
+    coarse = integrate_straight(integrator, x, baselines, quadrature_rule("trapezoid", start_steps),
+                                first_index=first_index)
+    attributions = coarse.attributions.clone()
+    steps = torch.full((len(x),), start_steps, dtype=torch.int64, device=x.device)
+    explained = coarse.predictions - coarse.baseline_predictions
+    pending = _residual_exceeds(attributions, explained, tolerance)
+    intervals = start_steps - 1
+    while bool(pending.any()) and 2 * intervals + 1 <= max_steps:
+        chosen = torch.nonzero(pending).reshape(-1)
+        midpoints = integrate_straight(integrator, x[chosen], baselines[chosen],
+                                       quadrature_rule("riemann_middle", intervals), with_scores=False,
+                                       first_index=first_index)
+        attributions[chosen] = 0.5 * (attributions[chosen] + midpoints.attributions)
+        intervals *= 2
+        steps[chosen] = intervals + 1
+        pending = torch.zeros_like(pending)
+        pending[chosen] = _residual_exceeds(attributions[chosen], explained[chosen], tolerance)
+    if bool(pending.any()):
+        warnings.warn(
+            f"{int(pending.sum())} sample(s) from index {first_index} did not reach the completeness tolerance "
+            f"{tolerance:g} within max_steps={max_steps} nodes; raise max_steps or the tolerance",
+            UserWarning, stacklevel=3,
+        )
+    return PathIntegrals(attributions, coarse.predictions, coarse.baseline_predictions, steps=steps)
+
+
+def _residual_exceeds(attributions: torch.Tensor, explained: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """(n,) whether any output's |Σ_i IG − explained| exceeds ``tolerance``."""
+    residual = attributions.flatten(start_dim=2).sum(dim=2) - explained
+    return (residual.abs() > tolerance).any(dim=1)
