@@ -169,6 +169,11 @@ def test_shapes_that_cannot_broadcast_raise_shape_error() -> None:
         as_region_masks(np.bool_(True), (4,))
     with pytest.raises(ShapeError, match="x_shape"):
         as_region_masks(mask, (8, -8))
+    for bad_shape in [(), (8, True), (8, 8.0), (0, 8), "88", None, -3]:
+        with pytest.raises(ShapeError, match="x_shape"):
+            as_region_masks(mask, bad_shape)
+    names, masks = as_region_masks(np.ones(4, dtype=bool), np.int64(4))  # an int n is read as (n,)
+    assert names == ["region"] and masks.shape == (1, 4)
     with pytest.raises(ShapeError, match="different shapes"):
         as_region_masks([np.ones(3, bool), np.ones(4, bool)], (4,))
     with pytest.raises(ShapeError, match=r"maps\[None\]"):

@@ -26,6 +26,10 @@ whose masks (of shape ``array.shape[1:]``) are each broadcast by the same rule. 
 x_shape (1, 8, 8) must therefore be given as (R, 1, 8, 8) (``stack[:, None]``) or as a dict.
 
 Regions may overlap; their shares then need not add up to 1.
+
+This module is plain numpy and stays hand-written: regions here are arrays over the model's input, of any shape
+and modality, while nilearn's maskers work on NIfTI images in world space. For brain images,
+:mod:`igcorr.neuro` builds such arrays with nilearn (label and sphere atlases over a brain mask's voxels).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from igcorr._validation import check_positive_int
 from igcorr.errors import InputError, NonFiniteError, ShapeError
 
 __all__ = ["CORE_COLUMNS", "RegionTable", "as_region_masks", "region_sums"]
@@ -86,15 +91,16 @@ def _check_x_shape(x_shape: Any) -> tuple[int, ...]:
         items = tuple(x_shape)
     except TypeError:
         items = ()
-    valid = len(items) >= 1 and all(
-        isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in items
-    )
-    if not valid:
+    try:
+        dims = tuple(check_positive_int(n, "x_shape entry") for n in items)
+    except InputError:
+        dims = ()
+    if not dims:
         raise ShapeError(
             "x_shape must be a non-empty sequence of positive integers (the shape of one input, e.g. (1, 8, 8) "
             f"or (n_voxels,)), got {x_shape!r}"
         )
-    return tuple(int(n) for n in items)
+    return dims
 
 
 def _broadcastable(shape: tuple[int, ...], x_shape: tuple[int, ...]) -> bool:
