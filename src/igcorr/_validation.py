@@ -27,11 +27,12 @@ def _suffix(hint: str | None) -> str:
 def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None,
               hint: str | None = None) -> int:
     """``value`` as an ``int`` (bools refused), optionally within [minimum, maximum]."""
+    bound = ("a positive integer" if minimum == 1 else "an integer" if minimum is None
+             else f"an integer >= {minimum}")
     if isinstance(value, bool) or not isinstance(value, _INTEGERS):
-        raise InputError(f"{name} must be an integer{_suffix(hint)}, got {value!r}")
+        raise InputError(f"{name} must be {bound}{_suffix(hint)}, got {value!r}")
     value = int(value)
     if minimum is not None and value < minimum:
-        bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise InputError(f"{name} must be {bound}{_suffix(hint)}, got {value!r}")
     if maximum is not None and value > maximum:
         raise InputError(f"{name} must be an integer <= {maximum}{_suffix(hint)}, got {value!r}")

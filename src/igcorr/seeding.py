@@ -120,7 +120,7 @@ def keyed_permutation(seed: int, stream: np.ndarray | int, indices: np.ndarray |
     InputError
         If n is not a positive integer, or stream / indices are not integers or an index is outside [0, n).
     """
-    n = check_positive_int(n, "n", hint="the number of elements to permute, a positive integer")
+    n = check_positive_int(n, "n", hint="the number of elements to permute")
     index_array = np.asarray(indices)
     stream_array = np.asarray(stream)
     for name, array in (("indices", index_array), ("stream", stream_array)):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from igcorr import baselines as baseline_forms
+from igcorr._docs import fill_doc
 from igcorr._validation import check_finite
 from igcorr.data import as_tensor
 from igcorr.errors import InputError, ShapeError
@@ -38,15 +39,14 @@ class PreparedCall:
     integrator: PathIntegrator
 
 
+@fill_doc
 class PerSampleMethod:
     """Base of the per-sample attribution methods.
 
     Parameters
     ----------
-    model : nn.Module or callable
-        Maps (P, *x_shape) to (P, K) outputs (or (P,)).
-    score : None, "softmax", "log_softmax" or callable
-        The attributed quantity (raw output by default).
+    %(model)s
+    %(score)s
     """
 
     def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None) -> None:

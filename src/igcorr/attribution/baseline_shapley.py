@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from igcorr._docs import fill_doc
 from igcorr._validation import check_optional_positive_int, check_positive_int, check_seed
 from igcorr.attribution.base import PerSampleMethod, per_sample_baselines
 from igcorr.errors import NonFiniteError, ShapeError
@@ -172,15 +173,14 @@ def baseline_shapley(adapter: ModelAdapter, x: torch.Tensor, baselines: torch.Te
     return PathIntegrals(attributions.contiguous(), predictions, baseline_sum)
 
 
+@fill_doc
 class BaselineShapley(PerSampleMethod):
     """Baseline Shapley values of one output per sample, by sampling orderings of the input components.
 
     Parameters
     ----------
-    model : nn.Module or callable
-        Maps (P, *x_shape) to (P, K) outputs (or (P,)).
-    score : None, "softmax", "log_softmax" or callable
-        The attributed quantity (raw output by default).
+    %(model)s
+    %(score)s
 
     Notes
     -----

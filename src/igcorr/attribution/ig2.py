@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from igcorr import baselines as baseline_forms
+from igcorr._docs import fill_doc
 from igcorr._validation import check_bool, check_finite, check_positive_int, check_seed
 from igcorr.attribution.base import PerSampleMethod
 from igcorr.data import DataSource, as_tensor
@@ -97,19 +98,18 @@ def reference_stack(references: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------- per sample
+@fill_doc
 class IG2(PerSampleMethod):
     """Integrated Gradients on the iterative gradient path (IG2) of one output per sample.
 
     Parameters
     ----------
-    model : nn.Module or callable
-        Maps (P, *x_shape) to (P, K) outputs (or (P,)).
+    %(model)s
     representation : None, "auto", str, nn.Module or callable
         The representation r(·) the path pulls towards the reference's: a module name or a module (its output,
         captured by a forward hook during the model's own forward pass), a callable x → r(x), or None/"auto"
         for the input of the model's last ``nn.Linear`` (the paper's choice).
-    score : None, "softmax", "log_softmax" or callable
-        The attributed quantity (raw output by default).
+    %(score)s
 
     Examples
     --------

@@ -12,20 +12,20 @@ from typing import Any
 
 import torch
 
+from igcorr._docs import fill_doc
 from igcorr.attribution.base import PerSampleMethod, per_sample_baselines
 from igcorr.paths.quadrature import rule as quadrature_rule
 from igcorr.paths.straight import integrate_straight
 
 
+@fill_doc
 class IntegratedGradients(PerSampleMethod):
     """Integrated Gradients of one output per sample.
 
     Parameters
     ----------
-    model : nn.Module or callable
-        Maps (P, *x_shape) to (P, K) outputs (or (P,)).
-    score : None, "softmax", "log_softmax" or callable
-        The attributed quantity (raw output by default).
+    %(model)s
+    %(score)s
     """
 
     def attribute(self, inputs: torch.Tensor, baselines: Any = None, target: int | Sequence[int] | torch.Tensor | None = None,

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from igcorr import baselines as baseline_forms
+from igcorr._docs import fill_doc
 from igcorr._validation import check_choice
 from igcorr.attribution.base import PerSampleMethod, per_sample_baselines
 from igcorr.attribution.integrated_gradients import IntegratedGradients
@@ -80,19 +81,18 @@ class AblationCurve:
 
 
 # ---------------------------------------------------------------------------------------------------- public API
+@fill_doc
 class InternalNeurons(PerSampleMethod):
     """Attributions to the units of an internal layer, and of input regions to those units.
 
     Parameters
     ----------
-    model : nn.Module or callable
-        Maps (P, *x_shape) to (P, K) outputs (or (P,)).
+    %(model)s
     layer : str or nn.Module
         The layer whose output units are attributed (a submodule name or the module). Every path from the
         input to the output must pass through it (no skip connection around it), and it must run once per
         forward pass; both are checked.
-    score : None, "softmax", "log_softmax" or callable
-        The attributed quantity (raw output by default).
+    %(score)s
     """
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], layer: str | nn.Module,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from igcorr import baselines as baseline_forms
+from igcorr._docs import fill_doc
 from igcorr._validation import check_bool, check_choice, check_optional_positive_int
 from igcorr.data import DataSource
 from igcorr.dataset.checkpoint import DEFAULT_EVERY_SECONDS
@@ -39,11 +40,8 @@ class DatasetMethod:
 
     Parameters
     ----------
-    model : nn.Module or callable
-        Maps inputs (P, *x_shape) to outputs (P, K_model) or (P,). A parameter-free module or plain
-        differentiable function works too; device and dtype are then taken from the data.
-    score : None, "softmax", "log_softmax" or callable
-        What is attributed for each output (raw output by default).
+    %(model)s
+    %(score)s
     max_memory : int, optional
         The memory budget in bytes (default: a quarter of the available memory, at most 4 GiB): the chunks of
         path points are sized to fit it, and a quarter of it (at most 128 MiB) bounds a batch's per-sample
@@ -137,6 +135,7 @@ def _region_arrays(regions: dict[str, Any], plan: InferencePlan | None) -> dict[
     return arrays
 
 
+@fill_doc
 class IGC(DatasetMethod):
     """Integrated Gradient Correlation: which input components carry the model's correlation with the targets.
 
@@ -150,14 +149,13 @@ class IGC(DatasetMethod):
 
     Parameters
     ----------
-    model : nn.Module or callable
-        Maps a batch (P, *x_shape) to (P, K_model) outputs.
-    score : None, "softmax", "log_softmax" or callable
-        The attributed quantity per output; for classifiers the paper attributes the softmax probability.
+    %(model)s
+    %(score)s
     """
 
     name = "igc"
 
+    @fill_doc
     def attribute(self, data: Any, baselines: Any = None, n_steps: int | None = None, method: str = "trapezoid",
                   outputs: int | Sequence[int] | None = None, batch_size: int | None = None, seed: int = 0,
                   progress: bool = True, checkpoint: str | os.PathLike | None = None,
@@ -168,9 +166,7 @@ class IGC(DatasetMethod):
 
         Parameters
         ----------
-        data : (X, Y) pair, Dataset or DataLoader
-            X of shape (N, *x_shape); Y of shape (N, K) or (N,). A float (N,) target is one output; integer
-            (N,) class labels are one-hot encoded over the model's outputs (classification).
+        %(data)s
         baselines : None, float, tensor, int or igcorr.baselines spec
             None: zero; float: constant; tensor: one baseline (x_shape) or M baselines (M, *x_shape) shared by
             all samples; int M: M baselines drawn from the data afresh for every sample (the paper's setting;
@@ -181,14 +177,10 @@ class IGC(DatasetMethod):
         method : str
             Quadrature rule: "trapezoid" (default), "riemann_left", "riemann_right", "riemann_middle",
             "gausslegendre".
-        outputs : None, int or list of int
-            Which model outputs (after ``score``) to attribute; None for all.
-        batch_size : int, optional
-            Samples per batch; by default chosen so a batch of attributions takes ≤ 128 MiB.
-        seed : int
-            Seed of every random draw (dataset baselines); results do not depend on batch size.
-        progress : bool
-            Show a progress bar.
+        %(outputs)s
+        %(batch_size)s
+        %(seed)s
+        %(progress)s
         checkpoint : path, optional
             Save progress to this file (atomically, every ``checkpoint_every`` seconds and at the end); calling
             again with the same arguments resumes after the last saved sample. Under torch.distributed each
@@ -248,6 +240,7 @@ class IGC(DatasetMethod):
         return CorrelationReducer(outputs, against="targets")
 
 
+@fill_doc
 class IGaC(IGC):
     """Integrated Gradient auto-Correlation: IGC with the targets replaced by the model's own predictions.
 
@@ -261,10 +254,8 @@ class IGaC(IGC):
 
     Parameters
     ----------
-    model : nn.Module or callable
-        Maps a batch (P, *x_shape) to (P, K_model) outputs.
-    score : None, "softmax", "log_softmax" or callable
-        The attributed quantity per output.
+    %(model)s
+    %(score)s
     """
 
     name = "igac"
@@ -276,6 +267,7 @@ class IGaC(IGC):
         """The targets' values are not used: nothing to check (a constant prediction is refused later)."""
 
 
+@fill_doc
 class IGMoments(IGC):
     """Mean and standard deviation over the dataset of the integrated gradients, per output and component.
 
@@ -286,14 +278,13 @@ class IGMoments(IGC):
 
     Parameters
     ----------
-    model : nn.Module or callable
-        Maps a batch (P, *x_shape) to (P, K_model) outputs.
-    score : None, "softmax", "log_softmax" or callable
-        The attributed quantity per output.
+    %(model)s
+    %(score)s
     """
 
     name = "ig_moments"
 
+    @fill_doc
     def attribute(self, data: Any, baselines: Any = None, **options: Any) -> Result:
         """Compute the IG moment maps over a dataset in one streaming pass.
 
@@ -358,6 +349,7 @@ class _InputStatistic(DatasetMethod):
                          options=RunOptions(batch_size, 0, progress), parameters=parameters, adapter=adapter)
 
 
+@fill_doc
 class NaiveCorrelation(_InputStatistic):
     """Naive correlation: Pearson r over samples between each input component and each target.
 
@@ -379,6 +371,7 @@ class NaiveCorrelation(_InputStatistic):
 
     name = "naive_correlation"
 
+    @fill_doc
     def attribute(self, data: Any, outputs: int | Sequence[int] | None = None, batch_size: int | None = None,
                   progress: bool = True) -> Result:
         """Compute the correlation maps over a dataset in one streaming pass.
@@ -390,10 +383,8 @@ class NaiveCorrelation(_InputStatistic):
             :meth:`IGC.attribute`.
         outputs : None, int or list of int
             Which outputs (target columns) to correlate with; None for all.
-        batch_size : int, optional
-            Samples per batch.
-        progress : bool
-            Show a progress bar.
+        %(batch_size)s
+        %(progress)s
 
         Returns
         -------
@@ -408,6 +399,7 @@ class NaiveCorrelation(_InputStatistic):
         return PearsonReducer(outputs)
 
 
+@fill_doc
 class NaiveTTest(_InputStatistic):
     """Naive t-test: each input component compared between low-target and high-target samples, per output.
 
@@ -433,6 +425,7 @@ class NaiveTTest(_InputStatistic):
 
     name = "naive_ttest"
 
+    @fill_doc
     def attribute(self, data: Any, thresholds: tuple[Any, Any] | None = None,
                   quantiles: tuple[float, float] = (0.1, 0.9), equal_var: bool = True,
                   outputs: int | Sequence[int] | None = None, batch_size: int | None = None,
@@ -454,10 +447,8 @@ class NaiveTTest(_InputStatistic):
             True: Student's t-test (pooled variance). False: Welch's t-test.
         outputs : None, int or list of int
             Which outputs (target columns) to test; None for all.
-        batch_size : int, optional
-            Samples per batch.
-        progress : bool
-            Show a progress bar.
+        %(batch_size)s
+        %(progress)s
 
         Returns
         -------
@@ -515,6 +506,7 @@ class NaiveTTest(_InputStatistic):
         return TTestReducer(outputs, low, high, equal_var=self._request[2])
 
 
+@fill_doc
 class BSC(DatasetMethod):
     """Baseline Shapley Correlation: the IGC formula with Baseline Shapley values in place of IG.
 
@@ -527,14 +519,13 @@ class BSC(DatasetMethod):
 
     Parameters
     ----------
-    model : nn.Module or callable
-        Maps a batch (P, *x_shape) to (P, K_model) outputs.
-    score : None, "softmax", "log_softmax" or callable
-        The attributed quantity per output.
+    %(model)s
+    %(score)s
     """
 
     name = "bsc"
 
+    @fill_doc
     def attribute(self, data: Any, baselines: Any = None, n_permutations: int = 10,
                   outputs: int | Sequence[int] | None = None, batch_size: int | None = None, seed: int = 0,
                   progress: bool = True) -> Result:
@@ -549,14 +540,10 @@ class BSC(DatasetMethod):
         n_permutations : int
             Random orderings of the input components per (sample, baseline), keyed by (seed, sample index,
             ordering index). The Monte-Carlo noise of few orderings largely averages out over the dataset.
-        outputs : None, int or list of int
-            Which model outputs (after ``score``) to attribute; None for all.
-        batch_size : int, optional
-            Samples per batch.
-        seed : int
-            Seed of the orderings and of dataset baselines; results do not depend on batch size.
-        progress : bool
-            Show a progress bar.
+        %(outputs)s
+        %(batch_size)s
+        %(seed)s
+        %(progress)s
 
         Returns
         -------
