@@ -78,7 +78,7 @@ def _binary_mask(mask_img: Any) -> tuple[Any, np.ndarray]:
 
 
 def _apply_mask(image: Any, binary_mask: Any, mask: np.ndarray, what: str, dtype: Any) -> np.ndarray:
-    """nilearn's masking of a 3-D or 4-D image on the mask's grid: (n_voxels,) or (n_voxels, N) transposed."""
+    """nilearn's masking of an image on the mask's grid: (n_voxels,) for a 3-D image, (N, n_voxels) for a 4-D one."""
     masking = _optional("nilearn.masking")
     if tuple(image.shape[:3]) != mask.shape:
         raise ShapeError(f"{what} of shape {tuple(image.shape[:3])} are not on the mask's grid {mask.shape}; "
