@@ -32,6 +32,13 @@ FRAGMENTS = {
     results do not depend on batch size.""",
     "progress": """progress : bool
     Show a progress bar.""",
+    "sample_baselines": """baselines : None, float, Tensor or igcorr.baselines.Shared
+    None: zero. A float: constant. A tensor of shape x_shape or (1, *x_shape): one baseline for all;
+    (n, *x_shape): one baseline per sample (as in Captum); (n, M, *x_shape): M baselines per sample.
+    ``igcorr.baselines.Shared(stack)`` with a stack (M, *x_shape): M baselines shared by all samples. With
+    several baselines the attribution is the mean over them.""",
+    "target": """target : None, int, sequence of int or LongTensor (n,)
+    Output to attribute, for all samples or per sample; None only for single-output models.""",
 }
 
 _PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)%\((?P<name>\w+)\)s[ \t]*$", re.MULTILINE)

@@ -324,15 +324,8 @@ class ModelAdapter:
             candidates = {name: sub for name, sub in named.items() if isinstance(sub, nn.Linear)}
         if not candidates:
             return None
-        produced: dict[str, torch.Tensor] = {}
-        handles = [sub.register_forward_hook(lambda _m, _i, out, name=name: produced.__setitem__(name, out))
-                   for name, sub in candidates.items()]
-        try:
-            with torch.no_grad():
-                output = self.forward(x[:1])
-        finally:
-            for handle in handles:
-                handle.remove()
+        output, executed = self.observe(candidates, x)
+        produced = {name: out for name, _, out in executed}
         final = [name for name, out in produced.items() if out is output]
         explicit = request != "auto"
         if not final:
@@ -348,21 +341,28 @@ class ModelAdapter:
             return None
         return Readout(layer, final[-1])
 
+    def observe(self, modules: dict[str, nn.Module], x: torch.Tensor) -> tuple[Any, list[tuple[str, nn.Module, Any]]]:
+        """One forward pass without gradients on ``x[:1]``: the output and, in the order they ran, the
+        (name, module, output) of each of the given submodules."""
+        executed: list[tuple[str, nn.Module, Any]] = []
+        handles = [sub.register_forward_hook(lambda m, _i, out, name=name: executed.append((name, m, out)))
+                   for name, sub in modules.items()]
+        try:
+            with torch.no_grad():
+                output = self.forward(x[:1])
+        finally:
+            for handle in handles:
+                handle.remove()
+        return output, executed
+
     def activation_bytes(self, x: torch.Tensor) -> int:
         """Bytes of the leaf modules' outputs for one input like ``x[:1]`` (the activations a forward keeps)."""
         module = self.module
         if module is None:
             return 0
-        sizes: list[int] = []
-        handles = [sub.register_forward_hook(
-            lambda _m, _i, out: sizes.append(out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0))
-            for sub in module.modules() if not list(sub.children())]
-        try:
-            with torch.no_grad():
-                self.forward(x[:1])
-        finally:
-            for handle in handles:
-                handle.remove()
+        leaves = {name: sub for name, sub in module.named_modules() if not list(sub.children())}
+        _, executed = self.observe(leaves, x)
+        sizes = [out.numel() * out.element_size() for _, _, out in executed if isinstance(out, torch.Tensor)]
         return sum(sizes)
 
     def describe_score(self) -> str:

@@ -189,6 +189,7 @@ class BaselineShapley(PerSampleMethod):
     model every ordering gives the exact Shapley value.
     """
 
+    @fill_doc
     def attribute(self, inputs: torch.Tensor, baselines: Any = None,
                   target: int | Sequence[int] | torch.Tensor | None = None, n_permutations: int = 25, seed: int = 0,
                   return_convergence_delta: bool = False,
@@ -198,13 +199,8 @@ class BaselineShapley(PerSampleMethod):
         Parameters
         ----------
         inputs : Tensor (n, *x_shape)
-        baselines : None, float, Tensor or igcorr.baselines.Shared
-            None: zero. A float: constant. A tensor of shape x_shape or (1, *x_shape): one baseline for all;
-            (n, *x_shape): one baseline per sample; (n, M, *x_shape): M baselines per sample.
-            ``igcorr.baselines.Shared(stack)`` with a stack (M, *x_shape): M baselines shared by all samples.
-            With several baselines the attribution is the mean over them.
-        target : None, int, sequence of int or LongTensor (n,)
-            Output to attribute, for all samples or per sample; None only for single-output models.
+        %(sample_baselines)s
+        %(target)s
         n_permutations : int
             Random orderings of the components per (sample, baseline).
         seed : int

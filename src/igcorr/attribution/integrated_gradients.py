@@ -28,6 +28,7 @@ class IntegratedGradients(PerSampleMethod):
     %(score)s
     """
 
+    @fill_doc
     def attribute(self, inputs: torch.Tensor, baselines: Any = None, target: int | Sequence[int] | torch.Tensor | None = None,
                   n_steps: int = 50, method: str = "trapezoid", return_convergence_delta: bool = False,
                   chunk_points: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -36,13 +37,8 @@ class IntegratedGradients(PerSampleMethod):
         Parameters
         ----------
         inputs : Tensor (n, *x_shape)
-        baselines : None, float, Tensor or igcorr.baselines.Shared
-            None: zero. A float: constant. A tensor of shape x_shape or (1, *x_shape): one baseline for all;
-            (n, *x_shape): one baseline per sample (as in Captum); (n, M, *x_shape): M baselines per sample.
-            ``igcorr.baselines.Shared(stack)`` with a stack (M, *x_shape): M baselines shared by all samples.
-            With several baselines the attribution is the mean of IG over them.
-        target : None, int, sequence of int or LongTensor (n,)
-            Output to attribute, for all samples or per sample; None only for single-output models.
+        %(sample_baselines)s
+        %(target)s
         n_steps : int
             Quadrature nodes per path.
         method : str

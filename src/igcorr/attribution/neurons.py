@@ -116,6 +116,7 @@ class InternalNeurons(PerSampleMethod):
                                         per_sample_output=call.per_sample, jvp=jvp)
         return integrals, call.inputs
 
+    @fill_doc
     def conductance(self, inputs: Any, baselines: Any = None, target: Any = None, n_steps: int = 50,
                     method: str = "trapezoid", return_convergence_delta: bool = False, jvp: str = "forward",
                     chunk_points: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -124,10 +125,8 @@ class InternalNeurons(PerSampleMethod):
         Parameters
         ----------
         inputs : Tensor (n, *x_shape)
-        baselines : None, float, Tensor or igcorr.baselines.Shared
-            As for :meth:`igcorr.IntegratedGradients.attribute` (mean over several baselines).
-        target : None, int, sequence of int or LongTensor (n,)
-            Output to attribute, for all samples or per sample; None only for single-output models.
+        %(sample_baselines)s
+        %(target)s
         n_steps : int
             Quadrature nodes per path.
         method : str

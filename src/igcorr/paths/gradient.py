@@ -285,15 +285,8 @@ class Representation:
         """Find the last linear layer for ``"auto"`` (one forward pass on ``probe``)."""
         if not self.use_input or self.module is not None:
             return
-        executed: list[tuple[str, nn.Module]] = []
-        handles = [sub.register_forward_hook(lambda m, _i, _o, name=name: executed.append((name, m)))
-                   for name, sub in self._model.named_modules() if isinstance(sub, nn.Linear)]
-        try:
-            with torch.no_grad():
-                adapter.scores(probe[:1])
-        finally:
-            for handle in handles:
-                handle.remove()
+        linear = {name: sub for name, sub in self._model.named_modules() if isinstance(sub, nn.Linear)}
+        _, executed = adapter.observe(linear, probe)
         if not executed:
             raise InputError("representation='auto' takes the input of the model's last nn.Linear, but the model "
                              "runs none; name the representation layer or pass a callable x → r(x)")
