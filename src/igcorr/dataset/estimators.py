@@ -307,15 +307,22 @@ ESTIMATORS = ("quadrature", "montecarlo")
 
 def estimator_from_options(*, n_steps: int | None, method: str, tolerance: float | None, max_steps: int,
                            estimator: str, path: Any) -> Estimator:
-    """The estimator that the keyword arguments of ``IGC.attribute`` (and its family) describe."""
+    """The estimator that the keyword arguments of ``IGC.attribute`` (and its family) describe.
+
+    ``path`` may also be an estimator object (``FixedRule``, ``Adaptive``, ``MonteCarlo`` or ``IG2Path``), which
+    then says everything and the quadrature keywords must stay at their defaults.
+    """
+    if isinstance(path, str) and path == "ig2":
+        path = IG2Path()
     if path not in (None, "straight"):
-        if isinstance(path, str) and path == "ig2":
-            path = IG2Path()
-        if not isinstance(path, IG2Path):
-            raise InputError(f"path must be None/'straight' (IG), 'ig2' or an igcorr.IG2Path, got {path!r}")
-        if n_steps is not None or tolerance is not None or estimator != "quadrature":
-            raise InputError("n_steps, tolerance and estimator set the straight-line quadrature; with an IG2 path "
-                             "set IG2Path(steps=..., step_size=...) instead")
+        if not isinstance(path, (FixedRule, Adaptive, MonteCarlo, IG2Path)):
+            raise InputError(f"path must be None/'straight' (IG), 'ig2', an igcorr.IG2Path or a straight-path "
+                             f"estimator (FixedRule, Adaptive, MonteCarlo), got {path!r}")
+        if n_steps is not None or tolerance is not None or estimator != "quadrature" or method != "trapezoid":
+            what = ("IG2Path(steps=..., step_size=...)" if isinstance(path, IG2Path)
+                    else f"the {type(path).__name__} object")
+            raise InputError(f"n_steps, method, tolerance and estimator set the straight-line quadrature; with "
+                             f"path={type(path).__name__}(...) set them in {what} instead")
         return path
     check_choice(estimator, "estimator", ESTIMATORS)
     if estimator == "montecarlo":

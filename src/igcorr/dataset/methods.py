@@ -215,11 +215,13 @@ class IGC(DatasetMethod):
             a shared set otherwise) and its own position α stratified along the path. Unbiased for the map
             with that baseline distribution; ``Result.extra_maps["standard_error"]`` is the Monte-Carlo
             standard error of each map value (conservative, as stratification is ignored).
-        path : None, "straight", "ig2" or igcorr.IG2Path
-            None: IG on straight paths. "ig2" or ``IG2Path(representation, steps, step_size, clip)``: IG2 on
-            iterative gradient paths, whose GradCF endpoints take the baselines' place (then ``baselines`` gives
-            the references: an int R draws R samples of another class per sample; n_steps, method, tolerance
-            and estimator do not apply). See :class:`igcorr.IG2Path`.
+        path : None, "straight", "ig2", igcorr.IG2Path or a straight-path estimator
+            None: IG on straight paths, as ``n_steps``, ``method``, ``tolerance`` and ``estimator`` say. "ig2"
+            or ``IG2Path(representation, steps, step_size, clip)``: IG2 on iterative gradient paths, whose
+            GradCF endpoints take the baselines' place (then ``baselines`` gives the references: an int R draws
+            R samples of another class per sample). An estimator object of :mod:`igcorr.dataset.estimators`
+            (``FixedRule("gausslegendre", 16)``, ``Adaptive(1e-3)``, ``MonteCarlo(128)``) says the same as
+            those keywords in one typed value. With an object, the quadrature keywords stay at their defaults.
 
         Returns
         -------
