@@ -4,11 +4,17 @@ Accepted forms
 --------------
 * an ``(X, Y)`` pair of tensors or numpy arrays with the same first dimension;
 * a map-style ``torch.utils.data.Dataset`` whose items are ``(x, y)`` pairs;
-* a ``torch.utils.data.DataLoader`` (its own batching is kept; its order defines the sample indices);
+* a ``torch.utils.data.DataLoader``: over a map-style dataset it is read in the dataset's index order whatever
+  its sampler does (shuffling changes nothing; a subset sampler's samples are read in sorted order), with
+  the loader's batch size, collate function and workers; over an iterable dataset, in the order it yields;
 * an iterable-style dataset yielding ``(x, y)`` pairs.
 
-Samples are numbered 0, 1, ... in the order they are read. Random access (needed to draw baselines from the
-data) is available for pairs, map-style datasets and DataLoaders over a map-style dataset.
+Samples are numbered 0, 1, ... in that order, and every random draw of a run is keyed by that number, so a
+shuffling loader gives the same maps as a sequential one. Only a sampler that draws a different set of samples
+at every pass (with replacement, weighted, or a custom sampler) has no such order: its samples are read in the
+order of one draw, and such a source cannot be resumed from a checkpoint (``resumable`` is False). Random
+access (needed to draw baselines from the data) is available for pairs, map-style datasets and DataLoaders over
+a map-style dataset.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import (DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler,
+                              SubsetRandomSampler)
 from torch.utils.data.dataloader import default_collate
 
 # check_finite is also imported from here by older callers; it is the shared check of igcorr._validation
@@ -67,10 +74,15 @@ class DataSource:
         self._dataset: Dataset | None = None
         self._loader: DataLoader | None = None
         self._iterable: Any = None
+        #: dataset indices of the samples in reading order (DataLoaders over map-style datasets)
+        self._order: np.ndarray | None = None
+        #: whether every pass reads the same samples in the same order (needed to resume a checkpoint)
+        self.resumable = True
         if isinstance(data, DataLoader):
             self._loader = data
             if not isinstance(data.dataset, IterableDataset):
                 self._dataset = data.dataset
+                self._order, self.resumable = _canonical_order(data)
         elif isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data, Dataset):
             x, y = _as_raw(data[0], "X"), as_tensor(data[1], "Y")
             if y.ndim == 0 or any(part.ndim == 0 for part in _parts(x)):
@@ -107,6 +119,8 @@ class DataSource:
         """Number of samples, if the source knows it (raises TypeError otherwise)."""
         if self._pair is not None:
             return len(_parts(self._pair[0])[0])
+        if self._order is not None:
+            return len(self._order)
         if self._dataset is not None:
             return len(self._dataset)
         raise TypeError("this data source has no known length")
@@ -135,12 +149,16 @@ class DataSource:
         if self._pair is not None:
             return _take(self._pair[0], torch.as_tensor(np.asarray(indices, dtype=np.int64)))
         if self._dataset is not None:
-            items = [_split_item(self._dataset[int(i)], int(i))[0] for i in np.asarray(indices).reshape(-1)]
+            items = [_split_item(self._dataset[self._dataset_index(int(i))], int(i))[0]
+                     for i in np.asarray(indices).reshape(-1)]
             return _stack(items)
         raise InputError(
             "baselines drawn from the data need random access to the samples; pass an (X, Y) pair or a "
             "map-style Dataset instead of an iterable dataset, or pass explicit baselines"
         )
+
+    def _dataset_index(self, position: int) -> int:
+        return int(self._order[position]) if self._order is not None else position
 
     def head(self, n: int) -> torch.Tensor:
         """The first (up to) ``n`` inputs, encoded and validated; InputError for an empty dataset."""
@@ -179,6 +197,9 @@ class DataSource:
                 finish = min(begin + self.batch_size, end)
                 yield _slice(x_all, begin, finish), y_all[begin:finish]
             return
+        if self._order is not None:
+            yield from self._ordered_batches(start, stop)
+            return
         if self._loader is not None:
             position = 0
             for item in self._loader:
@@ -204,6 +225,42 @@ class DataSource:
                 chunk = []
         if chunk:
             yield _collate(chunk)
+
+
+    def _ordered_batches(self, start: int, stop: int | None) -> Iterator[tuple[Any, Any]]:
+        """The samples ``start .. stop - 1`` of a DataLoader over a map-style dataset, in canonical order, read
+        through a loader with the original's batch size, collate function and workers."""
+        loader, order = self._loader, self._order
+        end = len(order) if stop is None else min(stop, len(order))
+        reader = DataLoader(loader.dataset, batch_size=loader.batch_size or self.batch_size,
+                            sampler=order[start:end].tolist(), collate_fn=loader.collate_fn,
+                            num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                            worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
+                            timeout=loader.timeout)
+        position = start
+        for item in reader:
+            x, y = _split_item(item, position)
+            position += len(y)
+            yield x, y
+
+
+def _canonical_order(loader: DataLoader) -> tuple[np.ndarray, bool]:
+    """Dataset indices a DataLoader over a map-style dataset covers, in a reading order that does not depend on
+    its shuffling, and whether every pass covers the same samples."""
+    sampler = loader.sampler
+    n = len(loader.dataset)
+    if isinstance(sampler, (SequentialSampler, RandomSampler)) and not getattr(sampler, "replacement", False) \
+            and len(sampler) == n:
+        order, fixed = np.arange(n), True
+    elif isinstance(sampler, SubsetRandomSampler):
+        order, fixed = np.sort(np.asarray(list(sampler.indices), dtype=np.int64)), True
+    else:  # a sampler that may draw another set of samples each pass: read one draw as it comes
+        order, fixed = np.asarray(list(sampler), dtype=np.int64), False
+    if loader.drop_last and loader.batch_size:
+        dropped = len(order) % loader.batch_size
+        fixed = fixed and (dropped == 0 or isinstance(sampler, SequentialSampler))
+        order = order[: len(order) - dropped]
+    return order, fixed
 
 
 def _split_item(item: Any, index: int) -> tuple[Any, Any]:

@@ -28,7 +28,7 @@ from igcorr import baselines as baseline_forms
 from igcorr import distributed
 from igcorr._validation import check_bool, check_optional_positive_int, check_seed
 from igcorr.data import Batch, DataSource
-from igcorr.dataset.checkpoint import DEFAULT_EVERY_SECONDS, Checkpoint, model_fingerprint
+from igcorr.dataset.checkpoint import DEFAULT_EVERY_SECONDS, Checkpoint, DataDigest, model_fingerprint
 from igcorr.dataset.estimators import Estimator, RunSetup
 from igcorr.dataset.targets import all_targets, encode_targets
 from igcorr.errors import InputError, ShapeError
@@ -127,6 +127,39 @@ class DatasetRun:
                 "the dataset is empty: there is nothing to attribute" if len(source) == 0 else
                 "the dataset has a single sample: a correlation over samples needs at least two"
             )
+        saver = self._checkpoint(options, source)
+        try:
+            return self._run(source, saver, started, estimator=estimator, baselines=baselines,
+                             make_reducer=make_reducer, outputs=outputs, options=options, inference=inference,
+                             parameters=parameters, check_targets=check_targets, prepare=prepare)
+        finally:
+            if saver is not None:
+                saver.release()
+
+    @staticmethod
+    def _checkpoint(options: RunOptions, source: DataSource) -> Checkpoint | None:
+        """The run's checkpoint, its folder test-written and its lock taken, before any model call."""
+        if options.checkpoint is None:
+            return None
+        if not source.resumable:
+            raise InputError(
+                "this DataLoader's sampler draws another set of samples at every pass (with replacement, weighted "
+                "or custom), so a checkpoint could not be resumed; use shuffle=True or a SubsetRandomSampler, or "
+                "run without checkpoint"
+            )
+        rank, world_size = distributed.world()
+        path = Path(options.checkpoint)
+        if world_size > 1:
+            path = path.with_name(f"{path.name}.rank{rank}-of-{world_size}")
+        saver = Checkpoint(path, every_seconds=options.checkpoint_every)
+        saver.acquire()
+        return saver
+
+    def _run(self, source: DataSource, saver: Checkpoint | None, started: float, *, estimator: Estimator,
+             baselines: baseline_forms.BaselineSpec | None, make_reducer: Callable[[list[int]], Reducer],
+             outputs: Any, options: RunOptions, inference: InferencePlan | None, parameters: dict[str, Any],
+             check_targets: Callable[[DataSource, int, list[int]], None] | None,
+             prepare: Callable[[DataSource, int, list[int], dict[str, Any]], None] | None) -> RunOutcome:
         with self.adapter.frozen():
             raw_probe = source.raw_head(4)
             layout = choose_layout(raw_probe, self.engine.inputs)
@@ -184,19 +217,16 @@ class DatasetRun:
                 plan.prepare(map_shape, all_targets(source, n_model_outputs, selected).to(probe.device)
                              if plan.permutations else None)
             describe_baselines = spec.describe()
-            saver = None
-            if options.checkpoint is not None:
-                rank, world_size = distributed.world()
-                path = Path(options.checkpoint)
-                if world_size > 1:
-                    path = path.with_name(f"{path.name}.rank{rank}-of-{world_size}")
-                fingerprint = {
+            if saver is not None:
+                saver.fingerprint = {
                     "method": self.name, "model": model_fingerprint(self.adapter.model),
                     "score": adapter.describe_score(), "n_samples": len(source) if source.has_length else None,
                     "x_shape": list(x_shape), "outputs": selected, "seed": seed, "baselines": describe_baselines,
                     **parameters, "inference": plan.describe() if plan is not None else None,
                 }
-                saver = Checkpoint(path, fingerprint, options.checkpoint_every)
+                saver.probe_inputs = probe.detach().cpu()
+                saver.score_probe = lambda inputs: adapter.evaluate(
+                    inputs.to(device=probe.device, dtype=probe.dtype), output_index).cpu()
 
             def reducer_factory() -> Reducer:
                 main = make_reducer(selected)
@@ -256,7 +286,7 @@ class _NoBaselines(baseline_forms.BaselineSpec):
 
 def stream(source: DataSource, reducer: Reducer, step: Callable[[Batch], SampleBatch], *, progress: bool,
            description: str, start: int = 0, stop: int | None = None, seen: int = 0,
-           checkpoint: Checkpoint | None = None) -> int:
+           checkpoint: Checkpoint | None = None, digest: DataDigest | None = None) -> int:
     """Feed the batches of samples ``start`` to ``stop`` − 1 through ``step`` into ``reducer``.
 
     Parameters
@@ -265,6 +295,8 @@ def stream(source: DataSource, reducer: Reducer, step: Callable[[Batch], SampleB
         Samples already folded into ``reducer`` (when resuming).
     checkpoint : Checkpoint, optional
         Saved whenever due, and once more at the end.
+    digest : DataDigest, optional
+        Hash of the samples read so far (continued here; saved with the checkpoint).
 
     Returns
     -------
@@ -274,16 +306,19 @@ def stream(source: DataSource, reducer: Reducer, step: Callable[[Batch], SampleB
     end = stop if stop is not None else (len(source) if source.has_length else None)
     total = end - start if end is not None else None
     position = start
+    digest = digest if digest is not None else DataDigest()
     with tqdm(total=total, desc=description, unit="sample", disable=not progress, leave=False) as bar:
         for batch in source.batches(start, stop):
             reducer.update(step(batch))
+            if checkpoint is not None:
+                digest.update(batch)
             seen += len(batch.x)
             position = batch.start + len(batch.x)
             bar.update(len(batch.x))
             if checkpoint is not None and checkpoint.due():
-                checkpoint.save(reducer, position, seen)
+                checkpoint.save(reducer, position, seen, digest)
     if checkpoint is not None:
-        checkpoint.save(reducer, position, seen, complete=True)
+        checkpoint.save(reducer, position, seen, digest, complete=True)
     return seen
 
 
@@ -304,14 +339,19 @@ def run_reduction(source: DataSource, make_reducer: Callable[[], Reducer], step:
         distributed.require_length(source.has_length)
         start, stop = distributed.shard_bounds(len(source), rank, world_size)
     reducer, seen, complete = make_reducer(), 0, False
+    digest = DataDigest()
     if checkpoint is not None:
-        saved = checkpoint.load()
+        saved = checkpoint.load(start, stop)
         if saved is not None:
+            # the samples already folded in are read again (no model call) and must hash the same
+            for batch in source.batches(start, saved["next"]):
+                digest.update(batch)
+            checkpoint.verify_data(saved, digest)
             reducer.load_state_dict(_to_device(saved["state"], device))
             start, seen, complete = saved["next"], saved["seen"], saved["complete"]
     if not complete:
         seen = stream(source, reducer, step, progress=progress, description=description, start=start, stop=stop,
-                      seen=seen, checkpoint=checkpoint)
+                      seen=seen, checkpoint=checkpoint, digest=digest)
     if world_size == 1:
         return reducer, seen
     states = distributed.all_gather(({k: v.detach().cpu() for k, v in reducer.state_dict().items()}, seen))
