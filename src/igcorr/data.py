@@ -20,6 +20,7 @@ a map-style dataset.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,10 @@ from torch.utils.data.dataloader import default_collate
 from igcorr._validation import check_finite, check_positive_int
 from igcorr.errors import InputError, ShapeError
 from igcorr.inputs import is_structured, members, rebuild
+
+
+#: input magnitude above which a warning says the values would dominate the maps
+EXTREME_INPUT = 1e12
 
 
 @dataclass
@@ -78,13 +83,15 @@ class DataSource:
         self._order: np.ndarray | None = None
         #: whether every pass reads the same samples in the same order (needed to resume a checkpoint)
         self.resumable = True
+        self._warned_extreme = False
         if isinstance(data, DataLoader):
             self._loader = data
             if not isinstance(data.dataset, IterableDataset):
                 self._dataset = data.dataset
                 self._order, self.resumable = _canonical_order(data)
         elif isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data, Dataset):
-            x, y = _as_raw(data[0], "X"), as_tensor(data[1], "Y")
+            y = as_tensor(data[1], "Y")
+            x = _as_raw(_samples_or_inputs(data[0], y), "X")
             if y.ndim == 0 or any(part.ndim == 0 for part in _parts(x)):
                 raise ShapeError("X and Y must have a first dimension indexing the samples")
             lengths = {len(part) for part in _parts(x)}
@@ -157,12 +164,26 @@ class DataSource:
             "map-style Dataset instead of an iterable dataset, or pass explicit baselines"
         )
 
+    def _warn_extreme(self, x: torch.Tensor, position: int) -> None:
+        """Warn once about input values so large that they would dominate every map (unconverted units or
+        sentinel values such as 1e30 for missing data)."""
+        if self._warned_extreme or not x.is_floating_point() or x.numel() == 0:
+            return
+        largest = x.detach().abs().reshape(len(x), -1).amax(dim=1)
+        if bool((largest > EXTREME_INPUT).any()):
+            self._warned_extreme = True
+            sample = int(torch.nonzero(largest > EXTREME_INPUT)[0]) + position
+            warnings.warn(
+                f"input values reach {float(largest.max()):.3g} (first at sample {sample}); attributions scale with "
+                "the inputs, so such values dominate the maps. Check the data for unconverted units or sentinel "
+                "values standing for missing data", UserWarning, stacklevel=4)
+
     def _dataset_index(self, position: int) -> int:
         return int(self._order[position]) if self._order is not None else position
 
     def head(self, n: int) -> torch.Tensor:
         """The first (up to) ``n`` inputs, encoded and validated; InputError for an empty dataset."""
-        x = self.encode(self.raw_head(n))
+        x = self.encode(self.raw_head(n)).detach()
         check_finite(x, "input")
         return x
 
@@ -181,11 +202,12 @@ class DataSource:
         """Yield validated batches in sample order, covering samples ``start`` to ``stop`` − 1 (or the end)."""
         position = start
         for x, y in self._raw_batches(start, stop):
-            x, y = self.encode(_as_raw(x, "x")), as_tensor(y, "y")
+            x, y = self.encode(_as_raw(x, "x")).detach(), as_tensor(y, "y").detach()
             if len(x) != len(y):
                 raise ShapeError(f"a batch holds {len(x)} inputs but {len(y)} targets (from sample {position})")
             check_finite(x, "input", position)
             check_finite(y, "target", position)
+            self._warn_extreme(x, position)
             yield Batch(position, x, y)
             position += len(x)
 
@@ -261,6 +283,21 @@ def _canonical_order(loader: DataLoader) -> tuple[np.ndarray, bool]:
         fixed = fixed and (dropped == 0 or isinstance(sampler, SequentialSampler))
         order = order[: len(order) - dropped]
     return order, fixed
+
+
+def _samples_or_inputs(x: Any, y: torch.Tensor) -> Any:
+    """X given as a Python list or tuple: several inputs (each with one row per sample), or one row per sample
+    (a list of rows or of per-sample arrays), which is stacked."""
+    if not isinstance(x, (list, tuple)) or y.ndim == 0:
+        return x
+    n = len(y)
+    parts_are_inputs = len(x) > 0 and all(isinstance(part, (torch.Tensor, np.ndarray)) and part.ndim > 0
+                                          and len(part) == n for part in x)
+    if parts_are_inputs or len(x) != n:
+        return x
+    if all(isinstance(part, (torch.Tensor, np.ndarray)) for part in x):
+        return stack_samples(list(x), "X")
+    return as_tensor(x, "X")
 
 
 def _split_item(item: Any, index: int) -> tuple[Any, Any]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from igcorr._validation import check_choice
-from igcorr.errors import InputError, ModelError
+from igcorr.errors import IgcorrError, InputError, ModelError
 
 ScoreLike = str | Callable[[torch.Tensor], torch.Tensor] | None
 SCORES = ("softmax", "log_softmax")
@@ -154,6 +154,11 @@ class ModelAdapter:
         self.accept_integer_inputs = accept_integer_inputs
         self._compiled: tuple[Callable, Callable] | None = None  # (compiled forward, the forward it compiles)
         self.device, self.dtype = model_device_dtype(model)
+        if self.device is not None and self.device.type == "meta":
+            raise ModelError("the model's parameters are on the meta device (allocated without values); load its "
+                             "weights first, e.g. model.to_empty(device='cpu') then load_state_dict(...)")
+        #: TorchScript modules (scripted or traced) do not run forward hooks
+        self.scripted = isinstance(model, torch.jit.ScriptModule)
 
     @property
     def module(self) -> nn.Module | None:
@@ -264,9 +269,22 @@ class ModelAdapter:
             return torch.cat([self.scores(part)[:, outputs] for part in x.split(chunk)])
 
     def n_outputs(self, x: torch.Tensor) -> int:
-        """Number of scores the model produces, from a forward pass on one input."""
-        with torch.no_grad():
-            return self.scores(x[:1]).shape[1]
+        """Number of scores the model produces, from a forward pass on one input.
+
+        This is the first call of the model in a run: an error the model raises on the data is reported as a
+        :class:`ModelError` that names the inputs it was given.
+        """
+        try:
+            with torch.no_grad():
+                return self.scores(x[:1]).shape[1]
+        except IgcorrError:
+            raise
+        except Exception as error:  # the user's model may raise anything; name the inputs it got
+            raise ModelError(
+                f"the model failed on the first sample (inputs of shape {tuple(x[:1].shape)}, dtype {x.dtype}, "
+                f"device {x.device}): {type(error).__name__}: {error}. Check that the data has the shape, dtype and "
+                "device the model expects"
+            ) from error
 
     def check_batch_independence(self, x: torch.Tensor) -> None:
         """Refuse models whose output for one sample depends on the other samples of its batch.
@@ -309,6 +327,11 @@ class ModelAdapter:
         module = self.module
         if request in (False, None) or module is None:
             return None
+        if self.scripted:
+            if request != "auto":
+                raise InputError("the readout shortcut needs forward hooks, which TorchScript modules do not run; "
+                                 "pass readout=False, or the eager (not scripted) model")
+            return None
         named = dict(module.named_modules())
         if isinstance(request, str) and request != "auto":
             if request not in named or not isinstance(named[request], nn.Linear):
@@ -341,9 +364,16 @@ class ModelAdapter:
             return None
         return Readout(layer, final[-1])
 
+    def require_hooks(self, feature: str, instead: str) -> None:
+        """Refuse a feature that needs forward hooks on a TorchScript model, saying what to use instead."""
+        if self.scripted:
+            raise ModelError(f"{feature} needs forward hooks, which TorchScript modules (torch.jit.script or "
+                             f"torch.jit.trace) do not run; {instead}")
+
     def observe(self, modules: dict[str, nn.Module], x: torch.Tensor) -> tuple[Any, list[tuple[str, nn.Module, Any]]]:
         """One forward pass without gradients on ``x[:1]``: the output and, in the order they ran, the
         (name, module, output) of each of the given submodules."""
+        self.require_hooks("probing the model's layers", "pass the eager model")
         executed: list[tuple[str, nn.Module, Any]] = []
         handles = [sub.register_forward_hook(lambda m, _i, out, name=name: executed.append((name, m, out)))
                    for name, sub in modules.items()]
@@ -358,8 +388,8 @@ class ModelAdapter:
     def activation_bytes(self, x: torch.Tensor) -> int:
         """Bytes of the leaf modules' outputs for one input like ``x[:1]`` (the activations a forward keeps)."""
         module = self.module
-        if module is None:
-            return 0
+        if module is None or self.scripted:
+            return 0  # the caller falls back to an estimate from the input size
         leaves = {name: sub for name, sub in module.named_modules() if not list(sub.children())}
         _, executed = self.observe(leaves, x)
         sizes = [out.numel() * out.element_size() for _, _, out in executed if isinstance(out, torch.Tensor)]

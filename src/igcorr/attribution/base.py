@@ -92,7 +92,7 @@ def checked_inputs(inputs: Any) -> torch.Tensor:
     if inputs.ndim < 1 or len(inputs) == 0:
         raise ShapeError("inputs must be a non-empty batch of shape (n, *x_shape)")
     check_finite(inputs, "input")
-    return inputs
+    return inputs.detach()
 
 
 def resolve_targets(target: Any, n_outputs: int, n: int,

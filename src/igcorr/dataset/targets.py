@@ -15,8 +15,14 @@ def encode_targets(y: torch.Tensor, n_model_outputs: int, outputs: list[int]) ->
 
     * integer class labels of shape (n,) are one-hot encoded over the model's outputs;
     * float targets of shape (n,) are one output;
-    * (n, K_model) targets are indexed by ``outputs``; (n, len(outputs)) targets are used as they are.
+    * (n, K_model) targets are indexed by ``outputs``; (n, len(outputs)) targets are used as they are;
+    * boolean targets are the values 0 and 1 (a binary target), not class labels.
+
+    Targets whose magnitude would overflow or underflow the float64 statistics are refused (a correlation does
+    not depend on the targets' scale: rescale them).
     """
+    if y.dtype == torch.bool:
+        y = y.to(torch.float64)
     if y.ndim == 1 and not y.is_floating_point():
         labels = y.to(torch.int64)
         if bool((labels < 0).any()) or bool((labels >= n_model_outputs).any()):
@@ -33,6 +39,7 @@ def encode_targets(y: torch.Tensor, n_model_outputs: int, outputs: list[int]) ->
             f"targets of a batch have shape {tuple(y.shape)}; give (N,) or (N, K) targets (one column per output)"
         )
     y = y.to(torch.float64)
+    check_target_scale(y)
     if y.shape[1] == n_model_outputs:
         return y[:, outputs]
     if y.shape[1] == len(outputs):
@@ -78,3 +85,21 @@ def target_columns(data: Any) -> int:
     if y.ndim == 2:
         return int(y.shape[1])
     raise ShapeError(f"targets have shape {tuple(y.shape)}; give (N,) or (N, K) targets (one column per output)")
+
+
+#: target magnitudes outside [TINY_TARGET, HUGE_TARGET] make float64 variances overflow or vanish
+HUGE_TARGET = 1e150
+TINY_TARGET = 1e-150
+
+
+def check_target_scale(y: torch.Tensor) -> None:
+    """Refuse targets so large or so small that their variance is not representable in float64."""
+    if y.numel() == 0:
+        return
+    largest = float(y.abs().max())
+    if largest > HUGE_TARGET or 0.0 < largest < TINY_TARGET:
+        raise InputError(
+            f"targets reach a magnitude of {largest:.3g}, whose square {'overflows' if largest > 1 else 'underflows'} "
+            "float64: rescale them (e.g. divide by their standard deviation; a correlation does not depend on the "
+            "targets' scale)"
+        )

@@ -283,6 +283,9 @@ class Representation:
 
     def resolve(self, adapter: ModelAdapter, probe: torch.Tensor) -> None:
         """Find the last linear layer for ``"auto"`` (one forward pass on ``probe``)."""
+        if self.function is None:
+            adapter.require_hooks("an IG2 representation taken from a layer",
+                                  "pass representation= a callable x → r(x), or the eager model")
         if not self.use_input or self.module is not None:
             return
         linear = {name: sub for name, sub in self._model.named_modules() if isinstance(sub, nn.Linear)}

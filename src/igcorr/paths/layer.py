@@ -65,6 +65,7 @@ class LayerCut:
     """Hooks that split the model at ``layer`` into g (up to the layer's output) and h (the rest)."""
 
     def __init__(self, adapter: ModelAdapter, layer: Any) -> None:
+        adapter.require_hooks("splitting the model at a layer (internal neurons)", "pass the eager model")
         model = adapter.model
         if isinstance(layer, str):
             self.module, self.name = adapter.submodule(layer, "layer"), layer
