@@ -21,11 +21,19 @@ def _describe(error: OSError) -> str:
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> Path:
-    """Create ``folder`` if needed and make a test write in it; an :class:`InputError` names the problem."""
+    """Make a test write where ``folder`` is or will be created; an :class:`InputError` names the problem.
+
+    Nothing is left behind: a folder that does not exist yet is not created (its nearest existing parent is
+    test-written instead, and it must be a folder).
+    """
     folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".igcorr-write-test-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a folder")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".igcorr-write-test-"):
             pass
     except OSError as error:
         raise InputError(f"cannot write the {what} in {folder}: {_describe(error)}; choose a writable folder "

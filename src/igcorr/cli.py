@@ -13,8 +13,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from igcorr._files import check_writable
 from igcorr._validation import check_choice, check_int, check_number
-from igcorr.errors import InputError, ResultFileError
+from igcorr.errors import IgcorrError, InputError, ResultFileError
 
 #: command-line method names → public classes of igcorr
 METHODS = {"igc": "IGC", "igac": "IGaC", "ig-moments": "IGMoments", "naive-correlation": "NaiveCorrelation",
@@ -278,6 +279,7 @@ def command_run(args: argparse.Namespace) -> int:
         "regions": regions if options.get("permutations") or options.get("bootstrap") else None,
         "checkpoint": options.get("checkpoint"), "checkpoint_every": options.get("checkpoint_every"),
     }
+    check_writable(options.get("out", "igcorr-out/run"), "results")  # before any compute
     accepted = inspect.signature(method.attribute).parameters
     given = {key: value for key, value in wanted.items() if value is not None}
     refused = sorted(set(given) - set(accepted))
@@ -297,6 +299,7 @@ def command_report(args: argparse.Namespace) -> int:
 
     result = igcorr.load(args.result)
     out = args.out or str(Path(args.result).parent)
+    check_writable(out, "report")
     written = write_report(result, out, regions=load_regions(args.regions) if args.regions else None,
                            save_result=False)
     print("wrote " + ", ".join(str(path) for path in written.values()))
@@ -388,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return COMMANDS[args.command](args)
-    except (InputError, ResultFileError) as error:
+    except IgcorrError as error:  # every error igcorr raises on purpose is one line for the user
         message = " ".join(str(error).splitlines())
         print(f"igcorr {args.command}: error: {message}", file=sys.stderr)
         return 2

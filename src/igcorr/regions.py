@@ -35,6 +35,7 @@ and modality, while nilearn's maskers work on NIfTI images in world space. For b
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -439,10 +440,16 @@ class RegionTable:
         Floats are written with ``repr`` so they read back exactly (``float(text)``); NaN is written ``nan``.
         """
         with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(self.columns)
-            for row in self.rows():
-                writer.writerow([repr(v) if isinstance(v, float) else v for v in row.values()])
+            handle.write(self.csv_text())
+
+    def csv_text(self) -> str:
+        """The table as CSV text (see :meth:`to_csv`)."""
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(self.columns)
+        for row in self.rows():
+            writer.writerow([repr(v) if isinstance(v, float) else v for v in row.values()])
+        return buffer.getvalue()
 
     def _markdown_lines(self, row_indices: Sequence[int | None], floatfmt: str) -> list[str]:
         names = list(self._columns)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from igcorr._files import atomic_write, check_writable
 from igcorr.errors import InputError
 from igcorr.result import Result
 
@@ -35,31 +36,29 @@ def write_report(result: Result, out_dir: str | Path, regions: Any = None, save_
 
     from igcorr.plotting import plot_diagnostics, plot_region_bars
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(out_dir, "report")
     written: dict[str, Path] = {}
+
+    def save_figure(name: str, figure: Any) -> None:
+        written[name] = atomic_write(out / f"{name if name != 'regions_figure' else 'regions'}.png",
+                                     lambda handle: figure.savefig(handle, format="png", dpi=120,
+                                                                   bbox_inches="tight"), "figure")
+        plt.close(figure)
+
     if save_result:
         written["result"] = result.save(out / "result.npz")
-    figure = result.plot(suptitle=f"{result.method.upper()} maps")
-    written["maps"] = out / "maps.png"
-    figure.savefig(written["maps"], dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    save_figure("maps", result.plot(suptitle=f"{result.method.upper()} maps"))
     if "completeness_mean" in result.diagnostics:
-        figure = plot_diagnostics(result)
-        written["diagnostics"] = out / "diagnostics.png"
-        figure.savefig(written["diagnostics"], dpi=120, bbox_inches="tight")
-        plt.close(figure)
+        save_figure("diagnostics", plot_diagnostics(result))
     table = None
     if regions is not None:
         table = result.region_sums(regions)
-        written["regions_csv"] = out / "regions.csv"
-        table.to_csv(written["regions_csv"])
-        figure = plot_region_bars(table, title=f"{result.method.upper()} region sums")
-        written["regions_figure"] = out / "regions.png"
-        figure.savefig(written["regions_figure"], dpi=120, bbox_inches="tight")
-        plt.close(figure)
+        written["regions_csv"] = atomic_write(out / "regions.csv",
+                                              lambda handle: handle.write(table.csv_text().encode("utf-8")), "region table")
+        save_figure("regions_figure", plot_region_bars(table, title=f"{result.method.upper()} region sums"))
     written["summary"] = out / "summary.md"
-    written["summary"].write_text(summary_markdown(result, table, written))
+    text = summary_markdown(result, table, written)
+    atomic_write(written["summary"], lambda handle: handle.write(text.encode("utf-8")), "summary")
     logger.info("wrote %s", ", ".join(str(p) for p in written.values()))
     return written
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from igcorr._files import atomic_write
 from igcorr.errors import InputError, ResultFileError
 
 if TYPE_CHECKING:
@@ -194,7 +195,11 @@ class Result:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the result to an ``.npz`` file (arrays plus JSON metadata) atomically; returns the path."""
+        """Write the result to an ``.npz`` file (arrays plus JSON metadata) atomically; returns the path.
+
+        The file is written under a unique temporary name and renamed over ``path``; a failure (full disk,
+        read-only folder) raises an :class:`~igcorr.errors.InputError` and leaves no partial file.
+        """
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
@@ -204,12 +209,7 @@ class Result:
         arrays.update({f"region/{k}": v for k, v in self.region_inference.items()})
         header = {"format_version": FORMAT_VERSION, "method": self.method, "metadata": self.metadata}
         arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        with open(partial, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-        os.replace(partial, path)
-        return path
+        return atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays), "result file")
 
 
 def load(path: str | os.PathLike) -> Result:

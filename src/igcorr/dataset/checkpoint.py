@@ -106,6 +106,7 @@ class Checkpoint:
     def acquire(self) -> None:
         """Test-write the checkpoint's folder and take its lock (before the run spends any compute)."""
         check_writable(self.path.parent, "checkpoint")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
 
     def release(self) -> None:

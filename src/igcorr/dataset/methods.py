@@ -8,6 +8,7 @@ integrals, checkpoints, processes, metadata) in one loop shared by all of them.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from statistics import NormalDist
 from typing import Any
@@ -20,8 +21,8 @@ from igcorr._docs import fill_doc
 from igcorr._validation import check_bool, check_choice, check_optional_positive_int
 from igcorr.data import DataSource
 from igcorr.dataset.checkpoint import DEFAULT_EVERY_SECONDS
-from igcorr.dataset.estimators import (Estimator, NoAttribution, ShapleySampling, baselines_for,
-                                       estimator_from_options)
+from igcorr.dataset.estimators import (Adaptive, Estimator, FixedRule, NoAttribution, ShapleySampling,
+                                       baselines_for, estimator_from_options)
 from igcorr.dataset.run import DatasetRun, EngineOptions, RunOptions, RunOutcome
 from igcorr.dataset.targets import encode_targets, target_columns
 from igcorr.errors import InputError
@@ -123,6 +124,32 @@ class DatasetMethod:
             metadata=outcome.metadata,
             region_inference=_region_arrays(computed.regions, inference),
         )
+
+
+#: relative gap between Σ map and correlation + baseline term above which a run warns (1 %)
+SUM_GAP_WARNING = 0.01
+
+
+def warn_if_map_misses_its_sum(result: Result) -> None:
+    """Warn when Σ map misses correlation + baseline term (the sum it must have up to quadrature error) by more
+    than ``SUM_GAP_WARNING`` of it (at least of 0.05): the quadrature was too coarse for the model."""
+    diagnostics = result.diagnostics
+    if not {"map_sum", "correlation", "baseline_term"} <= set(diagnostics):
+        return
+    expected = np.asarray(diagnostics["correlation"]) + np.asarray(diagnostics["baseline_term"])
+    gap = np.abs(np.asarray(diagnostics["map_sum"]) - expected)
+    allowed = SUM_GAP_WARNING * np.maximum(np.abs(expected), 0.05)
+    if not bool((gap > allowed).any()):
+        return
+    k = int(np.argmax(gap / allowed))
+    output = result.metadata.get("outputs", list(range(len(gap))))[k]
+    parameters = result.metadata.get("parameters", {})
+    worst = float(np.max(diagnostics.get("completeness_max", [np.nan])))
+    warnings.warn(
+        f"the map of output {output} sums to {float(diagnostics['map_sum'][k]):.4g} but correlation + baseline term "
+        f"is {float(expected[k]):.4g}: the quadrature ({parameters.get('method')}, {parameters.get('n_steps')} "
+        f"nodes) is too coarse for this model (per-sample completeness errors up to {worst:.3g}). Use "
+        "tolerance=... (adaptive quadrature) or more n_steps", UserWarning, stacklevel=3)
 
 
 def _region_arrays(regions: dict[str, Any], plan: InferencePlan | None) -> dict[str, np.ndarray]:
@@ -235,8 +262,11 @@ class IGC(DatasetMethod):
                                         estimator=estimator, path=path)
         inference = InferencePlan(permutations, bootstrap, regions, regions_only, level)
         spec = baselines_for(chosen, baselines) if spec is None else chosen.run_baselines(spec)
-        return self._run(data, estimator=chosen, baselines=spec, outputs=outputs, options=options,
-                         inference=inference)
+        result = self._run(data, estimator=chosen, baselines=spec, outputs=outputs, options=options,
+                           inference=inference)
+        if isinstance(chosen, (FixedRule, Adaptive)):
+            warn_if_map_misses_its_sum(result)
+        return result
 
     def make_reducer(self, outputs: list[int]) -> Reducer:
         return CorrelationReducer(outputs, against="targets")
