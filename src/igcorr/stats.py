@@ -17,7 +17,9 @@ import sys
 from typing import Any
 
 import numpy as np
+from scipy.stats import false_discovery_control
 
+from igcorr._validation import check_fraction
 from igcorr.errors import InputError, NonFiniteError, ShapeError
 
 __all__ = ["benjamini_hochberg", "max_statistic_pvalues", "percentile_interval", "permutation_pvalues"]
@@ -32,15 +34,6 @@ def _as_float_array(value: Any, name: str) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise InputError(f"{name} must be a real-valued array, got dtype {array.dtype}")
     return array.astype(np.float64, copy=False)
-
-
-def _check_fraction(value: Any, name: str) -> float:
-    """Validate a probability strictly between 0 and 1 (alpha, level)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
-    if not 0.0 < float(value) < 1.0:  # also rejects NaN
-        raise InputError(f"{name} must be strictly between 0 and 1 (e.g. 0.05), got {value!r}")
-    return float(value)
 
 
 def _check_permutation_args(observed: Any, null: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -148,9 +141,10 @@ def benjamini_hochberg(p_values: Any, alpha: float = 0.05) -> tuple[np.ndarray, 
     """Benjamini–Hochberg false discovery rate control over an array of p-values of any shape.
 
     The adjusted p-values (BH q-values) are ``q_(i) = min_{j >= i} min(1, m p_(j) / j)`` for the sorted
-    p-values ``p_(1) <= ... <= p_(m)``; they are monotone in p, equal for tied p-values, and capped at 1.
-    Rejecting ``q <= alpha`` is the BH step-up procedure, which controls the FDR at alpha for independent or
-    positively dependent tests.
+    p-values ``p_(1) <= ... <= p_(m)``, computed by ``scipy.stats.false_discovery_control(method="bh")`` over
+    the flattened array; they are monotone in p, equal for tied p-values, and capped at 1. Rejecting
+    ``q <= alpha`` is the BH step-up procedure, which controls the FDR at alpha for independent or positively
+    dependent tests.
 
     NaN p-values (undefined components) are ignored: m counts only the non-NaN ones, their adjusted value stays
     NaN and they are never rejected.
@@ -174,23 +168,16 @@ def benjamini_hochberg(p_values: Any, alpha: float = 0.05) -> tuple[np.ndarray, 
     InputError
         If alpha is not in (0, 1), or a p-value is outside [0, 1] or infinite.
     """
-    level = _check_fraction(alpha, "alpha")
+    level = check_fraction(alpha, "alpha", hint="the false discovery rate, e.g. 0.05")
     p = _as_float_array(p_values, "p_values")
     valid = ~np.isnan(p)
     values = p[valid]
     if ((values < 0.0) | (values > 1.0)).any():
         bad = values[(values < 0.0) | (values > 1.0)]
         raise InputError(f"p-values must lie in [0, 1] (or be NaN), got e.g. {bad[:3].tolist()}")
-
     adjusted = np.full(p.shape, np.nan)
-    m = values.size
-    if m:
-        order = np.argsort(values, kind="stable")
-        scaled = values[order] * m / np.arange(1, m + 1)
-        q_sorted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-        q = np.empty(m)
-        q[order] = q_sorted
-        adjusted[valid] = q
+    if values.size:
+        adjusted[valid] = false_discovery_control(values, method="bh")
     rejected = np.zeros(p.shape, dtype=bool)
     rejected[valid] = adjusted[valid] <= level
     return rejected, adjusted
@@ -222,7 +209,7 @@ def percentile_interval(replicates: Any, level: float = 0.95) -> tuple[np.ndarra
     NonFiniteError
         If replicates contain infinite values.
     """
-    conf = _check_fraction(level, "level")
+    conf = check_fraction(level, "level", hint="the confidence level, e.g. 0.95")
     reps = _as_float_array(replicates, "replicates")
     if reps.ndim == 0:
         raise InputError(
