@@ -1,12 +1,18 @@
-"""Streaming, mergeable dataset-wise statistics over per-sample quantities."""
+"""Streaming, mergeable dataset-wise statistics over per-sample quantities.
 
-from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch
+Every reducer and accumulator declares its state once (:class:`Accumulator`); merging, resetting, saving and
+loading are derived from that declaration. See :mod:`igcorr.reducers.base`.
+"""
+
+from igcorr.reducers.base import (Accumulator, CoMoment, Computed, Reducer, SampleBatch, StateDictError,
+                                  SumAndMax)
 from igcorr.reducers.correlation import CorrelationReducer
 from igcorr.reducers.moments import MomentsReducer
 from igcorr.reducers.pearson import PearsonReducer
 from igcorr.reducers.ttest import TTestReducer
 
 __all__ = [
+    "Accumulator",
     "CoMoment",
     "Computed",
     "CorrelationReducer",
@@ -14,5 +20,7 @@ __all__ = [
     "PearsonReducer",
     "Reducer",
     "SampleBatch",
+    "StateDictError",
+    "SumAndMax",
     "TTestReducer",
 ]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from igcorr._validation import check_choice
 from igcorr.errors import ConstantTargetError, InputError
-from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch, SumAndMax
+from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch, SumAndMax, outputs_config
 
 #: a standard deviation this small relative to the mean magnitude counts as constant
 _CONSTANT_TOLERANCE = 1e-12
@@ -41,20 +42,23 @@ class CorrelationReducer(Reducer):
         t = the targets (IGC, BSC) or the attributed predictions themselves (IGaC).
     """
 
+    kind = "correlation reducer"
+
     def __init__(self, outputs: list[int], against: str = "targets") -> None:
-        if against not in ("targets", "predictions"):
-            raise InputError(f"against must be 'targets' or 'predictions', got {against!r}")
+        super().__init__()
         self.outputs = list(outputs)
-        self.against = against
-        self.attribution_target = CoMoment()
+        self.against = check_choice(against, "against", ("targets", "predictions"))
+        self.add_config("outputs", outputs_config(self.outputs))
+        self.add_config("against", int(self.against == "predictions"))
+        self.add_state("attribution_target", CoMoment())
         # columns: prediction, target, mean baseline prediction; their full (3, 3) co-moment per output
-        self.scalars = CoMoment()
+        self.add_state("scalars", CoMoment())
         # |Σ_i A − (ŷ − f̄(B))| per sample and output: the quadrature error
-        self.residuals = SumAndMax()
+        self.add_state("residuals", SumAndMax())
         # Monte-Carlo error: Σ_n v_n t_n², Σ_n v_n t_n, Σ_n v_n with v the variance of each sample's estimate
-        self.variance_sums: torch.Tensor | None = None
+        self.add_state("variance_sums", None, combine="sum")
         # adaptive quadrature: the nodes each sample needed
-        self.steps = SumAndMax()
+        self.add_state("steps", SumAndMax())
 
     def update(self, batch: SampleBatch) -> None:
         if batch.attributions is None or batch.predictions is None or batch.baseline_predictions is None:
@@ -68,33 +72,9 @@ class CorrelationReducer(Reducer):
         if batch.attribution_variance is not None:
             variance = batch.attribution_variance.flatten(start_dim=2).to(torch.float64)
             powers = torch.stack([target.square(), target, torch.ones_like(target)], dim=0).unsqueeze(3)
-            sums = (powers * variance.unsqueeze(0)).sum(dim=1)
-            self.variance_sums = sums if self.variance_sums is None else self.variance_sums + sums
+            self.fold(variance_sums=(powers * variance.unsqueeze(0)).sum(dim=1))
         if batch.steps is not None:
             self.steps.update(batch.steps)
-
-    def merge(self, other: "CorrelationReducer") -> None:
-        self.attribution_target.merge(other.attribution_target)
-        self.scalars.merge(other.scalars)
-        self.residuals.merge(other.residuals)
-        self.steps.merge(other.steps)
-        if other.variance_sums is not None:
-            self.variance_sums = other.variance_sums.clone() if self.variance_sums is None else (
-                self.variance_sums + other.variance_sums)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {**self.attribution_target.state_dict("attribution_target."), **self.scalars.state_dict("scalars.")}
-        state.update({**self.residuals.state_dict("residual_"), **self.steps.state_dict("steps_")})
-        if self.variance_sums is not None:
-            state["variance_sums"] = self.variance_sums
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.attribution_target.load_state_dict(state, "attribution_target.")
-        self.scalars.load_state_dict(state, "scalars.")
-        self.residuals.load_state_dict(state, "residual_")
-        self.steps.load_state_dict(state, "steps_")
-        self.variance_sums = state.get("variance_sums")
 
     def compute(self) -> Computed:
         covariance = self.scalars.covariance()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from igcorr.errors import InputError
-from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch, SumAndMax
+from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch, SumAndMax, outputs_config
 
 
 class MomentsReducer(Reducer):
@@ -30,13 +30,18 @@ class MomentsReducer(Reducer):
     ``completeness_mean`` / ``completeness_max`` of |Σ_i A_{n,k,i} − (ŷ_{n,k} − f̄_k(B_n))| over samples.
     """
 
+    kind = "moments reducer"
+
     def __init__(self, outputs: list[int]) -> None:
+        super().__init__()
         self.outputs = list(outputs)
+        self.add_config("outputs", outputs_config(self.outputs))
         # a = b = the attributions: the co-moment is the sum of squared deviations (the mean is kept twice)
-        self.attributions = CoMoment()
+        self.add_state("attributions", CoMoment())
         # a = predictions, b = mean baseline predictions: only their means are used
-        self.scores = CoMoment()
-        self.residuals = SumAndMax()
+        self.add_state("scores", CoMoment())
+        # |Σ_i A − (ŷ − f̄(B))| per sample and output: the completeness error
+        self.add_state("residuals", SumAndMax())
 
     def update(self, batch: SampleBatch) -> None:
         """Fold a batch with ``attributions`` (n, K, *x_shape), ``predictions`` and ``baseline_predictions`` (n, K)."""
@@ -46,24 +51,6 @@ class MomentsReducer(Reducer):
         self.attributions.update(attributions, attributions)
         self.scores.update(batch.predictions, batch.baseline_predictions)
         self.residuals.update((attributions.sum(dim=2) - (batch.predictions - batch.baseline_predictions)).abs())
-
-    def merge(self, other: "MomentsReducer") -> None:
-        """Fold another moments reducer (same outputs, other samples) into this one."""
-        self.attributions.merge(other.attributions)
-        self.scores.merge(other.scores)
-        self.residuals.merge(other.residuals)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The state as named float64/int64 tensors."""
-        state = {**self.attributions.state_dict("attributions."), **self.scores.state_dict("scores.")}
-        state.update(self.residuals.state_dict("residual_"))
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore a state produced by :meth:`state_dict`."""
-        self.attributions.load_state_dict(state, "attributions.")
-        self.scores.load_state_dict(state, "scores.")
-        self.residuals.load_state_dict(state, "residual_")
 
     def compute(self) -> Computed:
         """Mean map (K, D), ``extra_maps["std"]`` (K, D) and per-output diagnostics (K,)."""

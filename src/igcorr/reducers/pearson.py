@@ -16,7 +16,7 @@ import torch
 from scipy import stats
 
 from igcorr.errors import InputError
-from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch
+from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch, outputs_config
 from igcorr.reducers.correlation import _CONSTANT_TOLERANCE, check_not_constant
 
 
@@ -42,11 +42,15 @@ class PearsonReducer(Reducer):
     to 1, with a warning. A constant target raises :class:`~igcorr.errors.ConstantTargetError`.
     """
 
+    kind = "Pearson reducer"
+
     def __init__(self, outputs: list[int]) -> None:
+        super().__init__()
         self.outputs = list(outputs)
-        self.cross = CoMoment()  # a = inputs (n, 1, D), b = targets (n, K, 1): co-moment (K, D)
-        self.inputs = CoMoment()  # a = b = inputs (n, D): sum of squared deviations
-        self.targets = CoMoment()  # a = b = targets (n, K)
+        self.add_config("outputs", outputs_config(self.outputs))
+        self.add_state("cross", CoMoment())  # a = inputs (n, 1, D), b = targets (n, K, 1): co-moment (K, D)
+        self.add_state("inputs", CoMoment())  # a = b = inputs (n, D): sum of squared deviations
+        self.add_state("targets", CoMoment())  # a = b = targets (n, K)
 
     def update(self, batch: SampleBatch) -> None:
         """Fold a batch with ``inputs`` (n, *x_shape) and ``targets`` (n, K)."""
@@ -57,23 +61,6 @@ class PearsonReducer(Reducer):
         self.cross.update(inputs.unsqueeze(1), targets.unsqueeze(2))
         self.inputs.update(inputs, inputs)
         self.targets.update(targets, targets)
-
-    def merge(self, other: "PearsonReducer") -> None:
-        """Fold another Pearson reducer (same outputs, other samples) into this one."""
-        self.cross.merge(other.cross)
-        self.inputs.merge(other.inputs)
-        self.targets.merge(other.targets)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The state as named float64/int64 tensors."""
-        return {**self.cross.state_dict("cross."), **self.inputs.state_dict("inputs."),
-                **self.targets.state_dict("targets.")}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore a state produced by :meth:`state_dict`."""
-        self.cross.load_state_dict(state, "cross.")
-        self.inputs.load_state_dict(state, "inputs.")
-        self.targets.load_state_dict(state, "targets.")
 
     def compute(self) -> Computed:
         """r (K, D), ``extra_maps["p_value"]`` (K, D) and per-output diagnostics (K,)."""

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from scipy import stats
 
+from igcorr._validation import check_bool
 from igcorr.errors import InputError
-from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch
+from igcorr.reducers.base import CoMoment, Computed, Reducer, SampleBatch, outputs_config
 from igcorr.reducers.correlation import _CONSTANT_TOLERANCE
 
 
@@ -44,7 +45,10 @@ class TTestReducer(Reducer):
     p = 1 if its two group means agree, and t = ±inf, p = 0 otherwise (where scipy would return NaN or inf).
     """
 
+    kind = "t-test reducer"
+
     def __init__(self, outputs: list[int], low: object, high: object, equal_var: bool = True) -> None:
+        super().__init__()
         self.outputs = list(outputs)
         n_outputs = len(self.outputs)
         self.low = _thresholds(low, n_outputs, "low")
@@ -54,10 +58,17 @@ class TTestReducer(Reducer):
                 f"the low threshold must not exceed the high one (a ≤ b), got a = {self.low.tolist()} and "
                 f"b = {self.high.tolist()}"
             )
-        self.equal_var = bool(equal_var)
+        self.equal_var = check_bool(equal_var, "equal_var", hint="True: Student's test, False: Welch's")
+        self.add_config("outputs", outputs_config(self.outputs))
+        self.add_config("threshold_low", self.low, label="low thresholds")
+        self.add_config("threshold_high", self.high, label="high thresholds")
+        self.add_config("equal_var", int(self.equal_var))
         # a = b = the inputs of the group's samples: count, mean and sum of squared deviations
         self.low_groups = [CoMoment() for _ in range(n_outputs)]
         self.high_groups = [CoMoment() for _ in range(n_outputs)]
+        for k, (low_group, high_group) in enumerate(zip(self.low_groups, self.high_groups)):
+            self.add_state(f"low.{k}", low_group)
+            self.add_state(f"high.{k}", high_group)
 
     def update(self, batch: SampleBatch) -> None:
         """Fold a batch with ``inputs`` (n, *x_shape) and ``targets`` (n, K)."""
@@ -73,32 +84,6 @@ class TTestReducer(Reducer):
             for groups, member in ((self.low_groups, in_low[:, k]), (self.high_groups, in_high[:, k])):
                 selected = inputs[member]
                 groups[k].update(selected, selected)
-
-    def merge(self, other: "TTestReducer") -> None:
-        """Fold another t-test reducer (same outputs and thresholds, other samples) into this one."""
-        if not (torch.equal(self.low, other.low.to(self.low.device))
-                and torch.equal(self.high, other.high.to(self.high.device))):
-            raise InputError("t-test reducers with different thresholds cannot be merged")
-        for mine, theirs in zip(self.low_groups + self.high_groups, other.low_groups + other.high_groups):
-            mine.merge(theirs)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The state as named float64/int64 tensors (thresholds included)."""
-        state = {"threshold_low": self.low, "threshold_high": self.high,
-                 "equal_var": torch.tensor(int(self.equal_var), dtype=torch.int64)}
-        for k, (low, high) in enumerate(zip(self.low_groups, self.high_groups)):
-            state.update(low.state_dict(f"low.{k}."))
-            state.update(high.state_dict(f"high.{k}."))
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore a state produced by :meth:`state_dict`."""
-        self.low = state["threshold_low"].to(torch.float64)
-        self.high = state["threshold_high"].to(torch.float64)
-        self.equal_var = bool(state["equal_var"])
-        for k, (low, high) in enumerate(zip(self.low_groups, self.high_groups)):
-            low.load_state_dict(state, f"low.{k}.")
-            high.load_state_dict(state, f"high.{k}.")
 
     def compute(self) -> Computed:
         """t (K, D), ``extra_maps["p_value"]`` and ``extra_maps["df"]`` (K, D), per-output diagnostics (K,)."""
