@@ -11,6 +11,13 @@ i.e. ``scipy.stats.ttest_ind(x_high, x_low, equal_var=...)``, and its two-sided 
 ``equal_var=True`` (scipy's default, and the reference implementation's choice) this is Student's test with
 the pooled variance and n_low + n_high − 2 degrees of freedom; with ``equal_var=False`` it is Welch's test with
 Welch–Satterthwaite degrees of freedom.
+
+The statistic and the p-value come from ``scipy.stats.ttest_ind_from_stats`` fed with the streamed group
+means, sample standard deviations (ddof = 1) and counts. scipy does not return the degrees of freedom, so
+``df`` is computed here: n_low + n_high − 2 (Student), or the Welch–Satterthwaite formula
+(v_l/n_l + v_h/n_h)² / ((v_l/n_l)²/(n_l − 1) + (v_h/n_h)²/(n_h − 1)) (Welch; n_low + n_high − 2 where both
+groups have no variance, which makes the formula 0/0). So is the standard error, which only serves to find the
+degenerate components described below.
 """
 
 from __future__ import annotations
@@ -105,23 +112,31 @@ class TTestReducer(Reducer):
         device = mean_low.device
         n_low, n_high = n_low.to(device).unsqueeze(1), n_high.to(device).unsqueeze(1)
         difference = mean_high - mean_low
+        # sample variances (ddof = 1); a lone sample (allowed in Student's test) has no spread of its own
+        var_low = squares_low / (n_low - 1).clamp(min=1)
+        var_high = squares_high / (n_high - 1).clamp(min=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tested = stats.ttest_ind_from_stats(_numpy(mean_high), _numpy(var_high.sqrt()), _numpy(n_high),
+                                                _numpy(mean_low), _numpy(var_low.sqrt()), _numpy(n_low),
+                                                equal_var=self.equal_var)
+        # scipy reports neither the degrees of freedom nor the standard error (needed to find the degenerate
+        # components): both by the same formulas here
         if self.equal_var:
             df = (n_low + n_high - 2).expand_as(difference)
-            pooled = (squares_low + squares_high) / df
-            se = (pooled * (1.0 / n_low + 1.0 / n_high)).sqrt()
+            se = ((squares_low + squares_high) / df * (1.0 / n_low + 1.0 / n_high)).sqrt()
         else:
-            part_low = squares_low / (n_low - 1) / n_low
-            part_high = squares_high / (n_high - 1) / n_high
+            part_low, part_high = var_low / n_low, var_high / n_high
             se = (part_low + part_high).sqrt()
             welch = (part_low + part_high) ** 2 / (part_low**2 / (n_low - 1) + part_high**2 / (n_high - 1))
             df = torch.where(torch.isfinite(welch), welch, (n_low + n_high - 2).expand_as(welch))
         scale = torch.maximum(mean_low.abs(), mean_high.abs()).clamp(min=1.0)
         degenerate = se <= _CONSTANT_TOLERANCE * scale
         same = difference.abs() <= _CONSTANT_TOLERANCE * scale
+        statistic = torch.as_tensor(np.asarray(tested.statistic, dtype=np.float64), device=device)
+        p_value = torch.as_tensor(np.asarray(tested.pvalue, dtype=np.float64), device=device)
         t = torch.where(degenerate, torch.where(same, torch.zeros_like(difference), difference.sign() * np.inf),
-                        difference / torch.where(degenerate, torch.ones_like(se), se))
-        p_value = torch.as_tensor(2.0 * stats.t.sf(np.abs(t.cpu().numpy()), df.cpu().numpy()),
-                                  dtype=torch.float64, device=device)
+                        statistic)
+        p_value = torch.where(degenerate, torch.where(same, 1.0, 0.0).to(p_value), p_value)
         n_constant = (degenerate & same).sum(dim=1).to(torch.float64)
         diagnostics = {
             "n_low": n_low.squeeze(1),
@@ -131,6 +146,10 @@ class TTestReducer(Reducer):
             "n_constant_inputs": n_constant,
         }
         return Computed(maps=t, extra_maps={"p_value": p_value, "df": df.contiguous()}, diagnostics=diagnostics)
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
 
 
 def _thresholds(value: object, n_outputs: int, name: str) -> torch.Tensor:
