@@ -8,7 +8,7 @@ import torch
 from scipy import stats as scipy_stats
 
 from igcorr.errors import ConstantTargetError, InputError, NonFiniteError, ShapeError
-from igcorr.reducers.base import SampleBatch
+from igcorr.reducers.base import Computed, SampleBatch
 from igcorr.reducers.bootstrap import BootstrapReducer, poisson_weights
 from igcorr.reducers.correlation import CorrelationReducer
 from igcorr.reducers.permutation import PermutationReducer
@@ -68,6 +68,31 @@ def region_masks(x_shape: tuple[int, ...] = X_SHAPE) -> torch.Tensor:
     return masks
 
 
+def permutation_result(computed: Computed) -> dict[str, np.ndarray]:
+    """A permutation reducer's result as flat numpy arrays: observed, p_value, p_fwe, q_value (per component),
+    region_observed, region_p_value, region_p_fwe, region_q_value (per region), n_permutations, n_samples."""
+    result = {}
+    if computed.maps is not None:
+        result["observed"] = computed.maps.numpy()
+        result.update({name: values.numpy() for name, values in computed.extra_maps.items()})
+    result.update({f"region_{name}": values.numpy() for name, values in computed.regions.items()})
+    result.update({name: values.numpy() for name, values in computed.diagnostics.items()})
+    return result
+
+
+def bootstrap_result(computed: Computed) -> dict[str, np.ndarray]:
+    """A bootstrap reducer's result as flat numpy arrays: map_estimate, map_low, map_high, map_se (per component),
+    region_estimate, ... (per region), correlation_estimate, ... (per output), level, n_replicates."""
+    result = {}
+    if computed.maps is not None:
+        result["map_estimate"] = computed.maps.numpy()
+        result.update({f"map_{part}": values.numpy() for part, values in computed.extra_maps.items()})
+    result.update({f"region_{part}": values.numpy() for part, values in computed.regions.items()})
+    for name, values in computed.diagnostics.items():
+        result["correlation_estimate" if name == "correlation" else name] = values.numpy()
+    return result
+
+
 def assert_results_close(first: dict, second: dict, rtol: float = 1e-10, atol: float = 1e-12) -> None:
     assert first.keys() == second.keys()
     for key in first:
@@ -97,7 +122,7 @@ def test_observed_statistic_is_the_unscaled_igc_numerator():
     # dividing by σ_y σ_ŷ gives the IGC map itself
     computed = igc.compute()
     scale = (computed.diagnostics["target_std"] * computed.diagnostics["prediction_std"]).numpy()
-    result = permutation.compute()
+    result = permutation_result(permutation.compute())
     np.testing.assert_allclose(result["observed"] / scale[:, None, None], computed.maps.reshape(2, *X_SHAPE),
                                rtol=1e-12, atol=1e-15)
 
@@ -119,7 +144,7 @@ def test_permuted_statistics_match_explicitly_permuted_targets():
 
 def test_permutation_p_values_follow_their_definition():
     data = make_data(n=30)
-    result = feed(permutation_reducer(data, n_permutations=99, regions=region_masks()), data, 30).compute()
+    result = permutation_result(feed(permutation_reducer(data, n_permutations=99, regions=region_masks()), data, 30).compute())
     observed, null = feed(permutation_reducer(data, n_permutations=99), data, 30).statistics()
     exceed = (np.abs(null) >= np.abs(observed)).sum(axis=0)
     np.testing.assert_array_equal(result["p_value"], (1 + exceed) / 100)
@@ -133,9 +158,9 @@ def test_permutation_p_values_follow_their_definition():
     shapes = {key: value.shape for key, value in result.items()}
     assert shapes == {"observed": (2, *X_SHAPE), "p_value": (2, *X_SHAPE), "p_fwe": (2, *X_SHAPE),
                       "q_value": (2, *X_SHAPE), "region_observed": (2, 3), "region_p_value": (2, 3),
-                      "region_p_fwe": (2, 3), "region_q_value": (2, 3), "n_permutations": (),
-                      "n_samples": ()}
-    assert int(result["n_permutations"]) == 99 and int(result["n_samples"]) == 30
+                      "region_p_fwe": (2, 3), "region_q_value": (2, 3), "n_permutations": (2,),
+                      "n_samples": (2,)}  # diagnostics are per output
+    assert np.all(result["n_permutations"] == 99) and np.all(result["n_samples"] == 30)
 
 
 def test_strong_signal_is_detected_and_unrelated_components_are_not():
@@ -145,7 +170,7 @@ def test_strong_signal_is_detected_and_unrelated_components_are_not():
     targets = attributions[:, :, 0] + 0.5 * torch.randn(n, 1, dtype=torch.float64, generator=generator)
     data = {"x": attributions[:, 0], "attributions": attributions, "predictions": attributions.sum(dim=2),
             "targets": targets}
-    result = feed(PermutationReducer([0], targets, 199, seed=1), data, 64).compute()
+    result = permutation_result(feed(PermutationReducer([0], targets, 199, seed=1), data, 64).compute())
     assert result["p_fwe"][0, 0] == pytest.approx(1 / 200)
     assert result["q_value"][0, 0] <= 30 / 200  # BH over 30 components of the smallest p-value 1 / (P + 1)
     assert np.all(result["p_fwe"][0, 1:] > 0.05)
@@ -156,37 +181,38 @@ def test_strong_signal_is_detected_and_unrelated_components_are_not():
 # ----------------------------------------------------------------------------------------------------------
 def test_permutation_reducer_is_batch_size_and_order_invariant():
     data = make_data(n=29)
-    results = [feed(permutation_reducer(data, regions=region_masks()), data, size).compute() for size in (1, 7, 29)]
+    results = [permutation_result(feed(permutation_reducer(data, regions=region_masks()), data, size).compute())
+               for size in (1, 7, 29)]
     shuffled = torch.randperm(29, generator=torch.Generator().manual_seed(0))
-    results.append(feed(permutation_reducer(data, regions=region_masks()), data, 5, shuffled).compute())
+    results.append(permutation_result(feed(permutation_reducer(data, regions=region_masks()), data, 5, shuffled).compute()))
     for other in results[1:]:
         assert_results_close(results[0], other)
 
 
 def test_permutation_reducer_merge_of_halves_equals_one_pass():
     data = make_data(n=31)
-    whole = feed(permutation_reducer(data, regions=region_masks()), data, 31).compute()
+    whole = permutation_result(feed(permutation_reducer(data, regions=region_masks()), data, 31).compute())
     for first_half in (torch.arange(0, 15), torch.arange(0, 31, 2)):  # contiguous and interleaved shards
         second_half = torch.tensor([i for i in range(31) if i not in set(first_half.tolist())])
         first = feed(permutation_reducer(data, regions=region_masks()), data, 4, first_half)
         second = feed(permutation_reducer(data, regions=region_masks()), data, 6, second_half)
         first.merge(second)
-        assert_results_close(whole, first.compute())
+        assert_results_close(whole, permutation_result(first.compute()))
     # merging into an empty reducer, as the distributed runner does
     merged = permutation_reducer(data, regions=region_masks())
     merged.merge(feed(permutation_reducer(data, regions=region_masks()), data, 8, torch.arange(20)))
     merged.merge(feed(permutation_reducer(data, regions=region_masks()), data, 8, torch.arange(20, 31)))
-    assert_results_close(whole, merged.compute())
+    assert_results_close(whole, permutation_result(merged.compute()))
 
 
 def test_permutation_reducer_state_round_trip_and_resumption():
     data = make_data(n=25)
-    whole = feed(permutation_reducer(data), data, 25).compute()
+    whole = permutation_result(feed(permutation_reducer(data), data, 25).compute())
     partial = feed(permutation_reducer(data), data, 5, torch.arange(12))
     resumed = permutation_reducer(data)
     resumed.load_state_dict({key: value.clone() for key, value in partial.state_dict().items()})
     feed(resumed, data, 5, torch.arange(12, 25))
-    assert_results_close(whole, resumed.compute())
+    assert_results_close(whole, permutation_result(resumed.compute()))
     empty = permutation_reducer(data)
     empty.load_state_dict(permutation_reducer(data).state_dict())
     assert empty.count == 0
@@ -199,16 +225,16 @@ def test_permutation_reducer_state_round_trip_and_resumption():
 
 def test_regions_only_gives_the_same_region_results_as_full_mode():
     data = make_data(n=40)
-    full = feed(permutation_reducer(data, n_permutations=199, regions=region_masks()), data, 7).compute()
-    only = feed(permutation_reducer(data, n_permutations=199, regions=region_masks(), regions_only=True),
-                data, 11).compute()
+    full = permutation_result(feed(permutation_reducer(data, n_permutations=199, regions=region_masks()), data, 7).compute())
+    only = permutation_result(feed(permutation_reducer(data, n_permutations=199, regions=region_masks(), regions_only=True),
+                       data, 11).compute())
     assert "p_value" not in only and "observed" not in only
     for key in ("region_p_value", "region_p_fwe", "region_q_value"):
         np.testing.assert_array_equal(full[key], only[key], err_msg=key)
     np.testing.assert_allclose(full["region_observed"], only["region_observed"], rtol=1e-12, atol=1e-15)
     # region masks may also be given with the input's shape
-    shaped = feed(permutation_reducer(data, n_permutations=199, regions=region_masks().reshape(3, *X_SHAPE),
-                                      regions_only=True), data, 40).compute()
+    shaped = permutation_result(feed(permutation_reducer(data, n_permutations=199, regions=region_masks().reshape(3, *X_SHAPE),
+                                             regions_only=True), data, 40).compute())
     np.testing.assert_array_equal(shaped["region_p_value"], full["region_p_value"])
 
 
@@ -226,7 +252,7 @@ def test_components_without_variation_get_p_value_one():
     attributions[:, :, 0, 0] = 0.0
     attributions[:, :, 1, 2] = 0.37  # constant, non-zero: its covariance with the targets is exactly 0
     data = dict(data, attributions=attributions)
-    result = feed(permutation_reducer(data), data, 7).compute()
+    result = permutation_result(feed(permutation_reducer(data), data, 7).compute())
     np.testing.assert_array_equal(result["observed"][:, 0, 0], 0.0)
     np.testing.assert_array_equal(result["observed"][:, 1, 2], 0.0)
     np.testing.assert_array_equal(result["p_value"][:, [0, 1], [0, 2]], 1.0)
@@ -246,7 +272,7 @@ def null_data(n: int, d: int, seed: int) -> dict[str, torch.Tensor]:
 
 def test_null_p_values_are_uniform():
     data = null_data(n=60, d=500, seed=11)
-    result = feed(PermutationReducer([0], data["targets"], 199, seed=2), data, 16).compute()
+    result = permutation_result(feed(PermutationReducer([0], data["targets"], 199, seed=2), data, 16).compute())
     p_values = result["p_value"].reshape(-1)
     assert scipy_stats.kstest(p_values, "uniform").pvalue > 1e-3
     assert 0.03 < np.mean(p_values <= 0.1) < 0.17
@@ -257,7 +283,7 @@ def test_family_wise_error_rate_under_the_null_is_controlled():
     any_fwe = any_bh = 0
     for repetition in range(repetitions):
         data = null_data(n=30, d=20, seed=1000 + repetition)
-        result = feed(PermutationReducer([0], data["targets"], 99, seed=repetition), data, 30).compute()
+        result = permutation_result(feed(PermutationReducer([0], data["targets"], 99, seed=repetition), data, 30).compute())
         any_fwe += bool((result["p_fwe"] <= alpha).any())
         any_bh += bool((result["q_value"] <= alpha).any())  # under the complete null, FDR = FWER
     standard_error = np.sqrt(alpha * (1 - alpha) / repetitions)
@@ -335,7 +361,7 @@ def test_bootstrap_estimates_equal_the_igc_reducer_and_replicates_are_weighted_i
     data = make_data(n=35)
     igc = feed(CorrelationReducer([0, 1]), data, 35).compute()
     reducer = feed(bootstrap_reducer(data, regions=region_masks()), data, 8)
-    result = reducer.compute()
+    result = bootstrap_result(reducer.compute())
     np.testing.assert_allclose(result["map_estimate"], igc.maps.reshape(2, *X_SHAPE), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(result["correlation_estimate"], igc.diagnostics["correlation"], rtol=1e-12)
     np.testing.assert_allclose(result["region_estimate"], igc.maps.numpy() @ region_masks().double().numpy().T,
@@ -361,41 +387,43 @@ def test_bootstrap_estimates_equal_the_igc_reducer_and_replicates_are_weighted_i
     expected_shapes = {f"{name}_{part}": shape for name, shape in
                        (("map", (2, *X_SHAPE)), ("region", (2, 3)), ("correlation", (2,)))
                        for part in ("estimate", "low", "high", "se")}
-    assert shapes == {**expected_shapes, "level": (), "n_replicates": ()}
+    assert shapes == {**expected_shapes, "level": (2,), "n_replicates": (2,)}  # diagnostics are per output
+    assert np.all(result["level"] == 0.95) and np.all(result["n_replicates"] == 40)
     assert np.all(result["map_low"] <= result["map_high"]) and np.all(result["map_se"] > 0)
 
 
 def test_bootstrap_reducer_is_batch_size_invariant_and_merges():
     data = make_data(n=29)
-    results = [feed(bootstrap_reducer(data, regions=region_masks()), data, size).compute() for size in (1, 7, 29)]
+    results = [bootstrap_result(feed(bootstrap_reducer(data, regions=region_masks()), data, size).compute())
+               for size in (1, 7, 29)]
     for other in results[1:]:
         assert_results_close(results[0], other)
     first = feed(bootstrap_reducer(data, regions=region_masks()), data, 3, torch.arange(0, 29, 2))
     second = feed(bootstrap_reducer(data, regions=region_masks()), data, 4, torch.arange(1, 29, 2))
     first.merge(second)
-    assert_results_close(results[0], first.compute())
+    assert_results_close(results[0], bootstrap_result(first.compute()))
     merged = bootstrap_reducer(data, regions=region_masks())
     merged.merge(feed(bootstrap_reducer(data, regions=region_masks()), data, 29, torch.arange(10)))
     merged.merge(feed(bootstrap_reducer(data, regions=region_masks()), data, 29, torch.arange(10, 29)))
-    assert_results_close(results[0], merged.compute())
+    assert_results_close(results[0], bootstrap_result(merged.compute()))
 
 
 def test_bootstrap_reducer_state_round_trip_and_resumption():
     data = make_data(n=25)
-    whole = feed(bootstrap_reducer(data), data, 25).compute()
+    whole = bootstrap_result(feed(bootstrap_reducer(data), data, 25).compute())
     partial = feed(bootstrap_reducer(data), data, 6, torch.arange(13))
     resumed = bootstrap_reducer(data)
     resumed.load_state_dict({key: value.clone() for key, value in partial.state_dict().items()})
     feed(resumed, data, 6, torch.arange(13, 25))
-    assert_results_close(whole, resumed.compute())
+    assert_results_close(whole, bootstrap_result(resumed.compute()))
     with pytest.raises(InputError, match="another configuration"):
         bootstrap_reducer(data, n_replicates=41).load_state_dict(partial.state_dict())
 
 
 def test_bootstrap_regions_only_matches_full_mode():
     data = make_data(n=40)
-    full = feed(bootstrap_reducer(data, regions=region_masks()), data, 9).compute()
-    only = feed(bootstrap_reducer(data, regions=region_masks(), regions_only=True), data, 40).compute()
+    full = bootstrap_result(feed(bootstrap_reducer(data, regions=region_masks()), data, 9).compute())
+    only = bootstrap_result(feed(bootstrap_reducer(data, regions=region_masks(), regions_only=True), data, 40).compute())
     assert "map_low" not in only
     for key in only:
         np.testing.assert_allclose(only[key], full[key], rtol=1e-10, atol=1e-13, err_msg=key)
@@ -405,8 +433,8 @@ def test_bootstrap_is_accurate_with_large_offsets():
     data = make_data(n=50)
     shifted = dict(data, attributions=data["attributions"] + 1e6, predictions=data["predictions"] + 1e7,
                    targets=data["targets"] + 1e8)
-    plain = feed(bootstrap_reducer(data), data, 7).compute()
-    offset = feed(bootstrap_reducer(shifted), shifted, 7).compute()
+    plain = bootstrap_result(feed(bootstrap_reducer(data), data, 7).compute())
+    offset = bootstrap_result(feed(bootstrap_reducer(shifted), shifted, 7).compute())
     for key in plain:
         np.testing.assert_allclose(offset[key], plain[key], rtol=1e-6, atol=1e-7, err_msg=key)
 
@@ -428,7 +456,7 @@ def test_bootstrap_interval_coverage_of_a_known_correlation():
         predictions = attributions.sum(dim=2)
         targets = predictions + noise_std * torch.randn(150, 1, dtype=torch.float64, generator=generator)
         data = {"x": x, "attributions": attributions, "predictions": predictions, "targets": targets}
-        result = feed(BootstrapReducer([0], 200, seed=repetition, level=0.9), data, 150).compute()
+        result = bootstrap_result(feed(BootstrapReducer([0], 200, seed=repetition, level=0.9), data, 150).compute())
         covered_r += bool(result["correlation_low"][0] <= rho <= result["correlation_high"][0])
         covered_map += bool(result["map_low"][0, 0] <= igc_0 <= result["map_high"][0, 0])
     assert 0.80 <= covered_r / repetitions <= 0.97

@@ -17,15 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from igcorr._validation import check_finite, check_fraction, check_int, check_seed
 from igcorr.errors import InputError, ShapeError
-from igcorr.reducers.base import Reducer, SampleBatch
+from igcorr.reducers.base import Accumulator, Computed, Reducer, SampleBatch, outputs_config
 from igcorr.reducers.correlation import check_not_constant
-from igcorr.reducers.permutation import (as_mask_matrix, check_count, check_finite, check_indices, check_seed,
-                                         mask_matrix_for)
+from igcorr.reducers.permutation import (RegionMatrix, as_mask_matrix, check_indices, regions_config,
+                                         seed_config)
 from igcorr.seeding import keyed_uniform
 from igcorr.stats import percentile_interval
 
-__all__ = ["BootstrapReducer", "poisson_weights"]
+__all__ = ["BootstrapReducer", "WeightedCoMoment", "poisson_weights"]
 
 #: tag mixed into the keys of the bootstrap weights, so they never coincide with other draws of the same seed
 _BOOTSTRAP_TAG = 0xB0075_7EA9
@@ -54,20 +55,49 @@ def poisson_weights(seed: int, replicates: np.ndarray, indices: np.ndarray) -> n
     return np.searchsorted(_POISSON_CDF, uniform, side="right").astype(np.float64)
 
 
-class _WeightedCoMoment:
+def _expand(values: torch.Tensor, ndim: int) -> torch.Tensor:
+    return values.reshape(values.shape[0], *([1] * (ndim - 1)))
+
+
+def weighted_chan_combine(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """The weighted form of Chan et al.'s pairwise update of (weight, mean_a, mean_b, comoment), one row per
+    weighting; exact for any non-negative weights, including rows whose weight on either side is zero.
+
+    Updates ``mine``'s tensors in place (they are owned by the state), to keep the peak memory low.
+    """
+    if theirs["weight"] is None:
+        return mine
+    if mine["weight"] is None:
+        return {name: value.clone() for name, value in theirs.items()}
+    device = mine["weight"].device
+    weight, mean_a, mean_b, comoment = (theirs[name].to(device) for name in ("weight", "mean_a", "mean_b", "comoment"))
+    total = mine["weight"] + weight
+    fraction = torch.where(total > 0, weight / total.clamp(min=1e-300), 0.0)  # w_new / (w_old + w_new)
+    delta_a, delta_b = mean_a - mine["mean_a"], mean_b - mine["mean_b"]
+    cross = _expand(mine["weight"] * fraction, comoment.ndim)  # w_old w_new / total
+    mine["comoment"] += comoment
+    mine["comoment"] += delta_a * delta_b * cross
+    mine["mean_a"] += delta_a * _expand(fraction, delta_a.ndim)
+    mine["mean_b"] += delta_b * _expand(fraction, delta_b.ndim)
+    mine["weight"] = total
+    return mine
+
+
+class WeightedCoMoment(Accumulator):
     """Weighted means and co-moment of a and b for R weightings (replicates) at once.
 
-    For each row r it keeps the total weight W_r, the weighted means of a and b and the weighted co-moment
-    Σ_n w_{r,n} (a_n − ā_r)(b_n − b̄_r). A batch is first summarised about its unweighted means (so the
-    weighted sums are of small, centred numbers) and then combined with the state by the weighted Chan update,
-    exact for any non-negative weights, including rows whose weight in the batch or in the state is zero.
+    For each row r it keeps the total weight ``weight`` (R,), the weighted means ``mean_a`` (R, *A) and
+    ``mean_b`` (R, *B) and the weighted co-moment ``comoment`` = Σ_n w_{r,n} (a_n − ā_r)(b_n − b̄_r), one joint
+    state combined by :func:`weighted_chan_combine`. A batch is first summarised about its unweighted means (so
+    the weighted sums are of small, centred numbers) and then folded in by the same rule.
     """
 
+    kind = "weighted co-moment"
+
     def __init__(self) -> None:
-        self.weight: torch.Tensor | None = None  # (R,)
-        self.mean_a: torch.Tensor | None = None  # (R, *A)
-        self.mean_b: torch.Tensor | None = None  # (R, *B)
-        self.comoment: torch.Tensor | None = None  # (R, *broadcast(A, B))
+        super().__init__()
+        self.add_joint_state({"weight": None, "mean_a": None, "mean_b": None, "comoment": None},
+                             combine=weighted_chan_combine)
 
     def update(self, weights: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
         """Add samples a (n, *A) and b (n, *B) with weights (R, n)."""
@@ -79,45 +109,10 @@ class _WeightedCoMoment:
         product = delta_a * delta_b
         sum_ab = (weights @ product.flatten(start_dim=1)).reshape(-1, *product.shape[1:])
         inverse = torch.where(total > 0, 1.0 / total.clamp(min=1e-300), 0.0)  # 0 for rows without weight here
-        mean_a = centre_a + sum_a * self._expand(inverse, sum_a.ndim)
-        mean_b = centre_b + sum_b * self._expand(inverse, sum_b.ndim)
-        comoment = sum_ab - sum_a * sum_b * self._expand(inverse, sum_ab.ndim)  # about the weighted means
-        self._combine(total, mean_a, mean_b, comoment)
-
-    @staticmethod
-    def _expand(values: torch.Tensor, ndim: int) -> torch.Tensor:
-        return values.reshape(values.shape[0], *([1] * (ndim - 1)))
-
-    def _combine(self, weight: torch.Tensor, mean_a: torch.Tensor, mean_b: torch.Tensor,
-                 comoment: torch.Tensor) -> None:
-        if self.weight is None:
-            self.weight, self.mean_a, self.mean_b = weight.clone(), mean_a.clone(), mean_b.clone()
-            self.comoment = comoment.clone()
-            return
-        total = self.weight + weight
-        fraction = torch.where(total > 0, weight / total.clamp(min=1e-300), 0.0)  # w_new / (w_old + w_new)
-        delta_a, delta_b = mean_a - self.mean_a, mean_b - self.mean_b
-        cross = self._expand(self.weight * fraction, comoment.ndim)  # w_old w_new / total
-        # in place (the state tensors are owned by this object), to keep the peak memory low
-        self.comoment += comoment
-        self.comoment += delta_a * delta_b * cross
-        self.mean_a += delta_a * self._expand(fraction, delta_a.ndim)
-        self.mean_b += delta_b * self._expand(fraction, delta_b.ndim)
-        self.weight = total
-
-    def merge(self, other: "_WeightedCoMoment") -> None:
-        if other.weight is not None:
-            device = self.weight.device if self.weight is not None else other.weight.device
-            self._combine(other.weight.to(device), other.mean_a.to(device), other.mean_b.to(device),
-                          other.comoment.to(device))
-
-    def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
-        return {f"{prefix}weight": self.weight, f"{prefix}mean_a": self.mean_a, f"{prefix}mean_b": self.mean_b,
-                f"{prefix}comoment": self.comoment}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor], prefix: str) -> None:
-        for name in ("weight", "mean_a", "mean_b", "comoment"):
-            setattr(self, name, state[f"{prefix}{name}"].to(torch.float64).clone())
+        mean_a = centre_a + sum_a * _expand(inverse, sum_a.ndim)
+        mean_b = centre_b + sum_b * _expand(inverse, sum_b.ndim)
+        comoment = sum_ab - sum_a * sum_b * _expand(inverse, sum_ab.ndim)  # about the weighted means
+        self.fold(weight=total, mean_a=mean_a, mean_b=mean_b, comoment=comoment)
 
 
 class BootstrapReducer(Reducer):
@@ -161,32 +156,32 @@ class BootstrapReducer(Reducer):
     sample once (as for every reducer).
     """
 
+    kind = "bootstrap reducer"
+
     def __init__(self, outputs: list[int], n_replicates: int, seed: int, level: float = 0.95, regions: Any = None,
                  regions_only: bool = False) -> None:
+        super().__init__()
         self.outputs = list(outputs)
         if not self.outputs:
             raise InputError("outputs is empty; give the attributed output indices")
         self.n_outputs = len(self.outputs)
-        self.n_replicates = check_count(n_replicates, "n_replicates", 2)
+        self.n_replicates = check_int(n_replicates, "n_replicates", minimum=2, hint="bootstrap replicates")
         self.seed = check_seed(seed)
-        if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0.0 < level < 1.0:
-            raise InputError(f"level must be a number strictly between 0 and 1 (e.g. 0.95), got {level!r}")
-        self.level = float(level)
+        self.level = check_fraction(level, "level", hint="the confidence level, e.g. 0.95")
         self.masks = as_mask_matrix(regions, regions_only)
-        self.regions_only = regions_only
-        self._reset()
+        self.regions_only = bool(regions_only)
+        self._regions = RegionMatrix(self.masks)
 
-    def _reset(self) -> None:
-        self.count = 0
-        self.x_shape: tuple[int, ...] | None = None
-        self._region_matrix: torch.Tensor | None = None
-        self.attribution_target = _WeightedCoMoment()  # a = A (n, K, F), b = y (n, K, 1)
-        self.scalars = _WeightedCoMoment()  # columns (ŷ, y): a (n, K, 2, 1), b (n, K, 1, 2)
-
-    def _config(self) -> torch.Tensor:
-        n_regions = 0 if self.masks is None else self.masks.shape[0]
-        return torch.tensor([self.n_outputs, self.n_replicates, self.seed & ((1 << 63) - 1), n_regions,
-                             int(self.regions_only)], dtype=torch.int64)
+        # the level only matters to compute(): states of reducers with other levels combine
+        self.add_config("outputs", outputs_config(self.outputs))
+        self.add_config("n_replicates", self.n_replicates)
+        self.add_config("seed", seed_config(self.seed))
+        self.add_config("regions", regions_config(self.masks))
+        self.add_config("regions_only", int(self.regions_only))
+        self.add_state("x_shape", None, combine="same", kind="shape")  # checked first
+        self.add_state("count", 0, combine="sum")
+        self.add_state("attribution_target", WeightedCoMoment())  # a = A (n, K, F), b = y (n, K, 1)
+        self.add_state("scalars", WeightedCoMoment())  # columns (ŷ, y): a (n, K, 2, 1), b (n, K, 1, 2)
 
     # -- streaming -----------------------------------------------------------------------------------------
     def _check_batch(self, batch: SampleBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -229,11 +224,11 @@ class BootstrapReducer(Reducer):
         device = attributions.device
         if self.x_shape is None:
             if self.masks is not None:
-                self._region_matrix = mask_matrix_for(self.masks, tuple(attributions.shape[2:]), device)
+                self._regions.matrix(tuple(attributions.shape[2:]), device)  # checks the masks against the shape
             self.x_shape = tuple(attributions.shape[2:])
         features = attributions.detach().flatten(start_dim=2).to(torch.float64)
         if self.regions_only:
-            features = features @ self._region_matrix.T.to(device)
+            features = features @ self._regions.matrix(self.x_shape, device).T
         draws = poisson_weights(self.seed, np.arange(self.n_replicates, dtype=np.int64)[:, None],
                                 indices.cpu().numpy()[None, :])
         weights = torch.cat([torch.ones(1, n, dtype=torch.float64),  # row 0: the plain estimate
@@ -244,56 +239,6 @@ class BootstrapReducer(Reducer):
         columns = torch.stack([y_hat, y], dim=2)
         self.scalars.update(weights, columns.unsqueeze(3), columns.unsqueeze(2))
         self.count += n
-
-    # -- combination and state -----------------------------------------------------------------------------
-    def merge(self, other: "BootstrapReducer") -> None:
-        """Fold in a reducer of the same configuration that saw other samples."""
-        if not isinstance(other, BootstrapReducer) or not torch.equal(self._config(), other._config()):
-            raise InputError(
-                "can only merge bootstrap reducers built with the same outputs, n_replicates, seed and regions"
-            )
-        if other.count == 0:
-            return
-        if self.count and other.x_shape != self.x_shape:
-            raise ShapeError(f"cannot merge states of x_shape {other.x_shape} and {self.x_shape}")
-        if self.count == 0:
-            self.load_state_dict(other.state_dict())
-            return
-        self.attribution_target.merge(other.attribution_target)
-        self.scalars.merge(other.scalars)
-        self.count += other.count
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The state: ``config`` (int64 (5,)), ``count`` (int64) and, once a sample was seen, ``x_shape``
-        (int64) and the weighted co-moments ``attribution_target.*`` (weight (B + 1,), mean_a (B + 1, K, F),
-        mean_b (B + 1, K, 1), comoment (B + 1, K, F)) and ``scalars.*`` (the 2 x 2 co-moment of (ŷ, y)), all
-        float64; row 0 has unit weights. The tensors are the live state, not copies (updates change
-        them in place): serialise them at once or clone them."""
-        state = {"config": self._config(), "count": torch.tensor(self.count, dtype=torch.int64)}
-        if self.count:
-            state["x_shape"] = torch.tensor(self.x_shape, dtype=torch.int64)
-            state.update(self.attribution_target.state_dict("attribution_target."))
-            state.update(self.scalars.state_dict("scalars."))
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore a state from :meth:`state_dict` of a reducer with the same configuration."""
-        if "config" not in state or "count" not in state:
-            raise InputError("not a bootstrap reducer state: missing 'config' or 'count'")
-        if not torch.equal(state["config"].cpu().to(torch.int64), self._config()):
-            raise InputError(
-                "the saved bootstrap state was made with another configuration (outputs, n_replicates, seed or "
-                "regions)"
-            )
-        self._reset()
-        self.count = int(state["count"])
-        if self.count == 0:
-            return
-        self.x_shape = tuple(int(v) for v in state["x_shape"].reshape(-1).tolist())
-        self.attribution_target.load_state_dict(state, "attribution_target.")
-        self.scalars.load_state_dict(state, "scalars.")
-        if self.masks is not None:
-            self._region_matrix = mask_matrix_for(self.masks, self.x_shape, self.attribution_target.weight.device)
 
     # -- results -------------------------------------------------------------------------------------------
     def replicates(self) -> dict[str, np.ndarray]:
@@ -333,37 +278,51 @@ class BootstrapReducer(Reducer):
             result["region"] = maps.cpu().numpy()
         else:
             result["map"] = maps.cpu().numpy().reshape(rows, self.n_outputs, *self.x_shape)
-            if self._region_matrix is not None:
-                result["region"] = (maps @ self._region_matrix.T).cpu().numpy()
+            if self.masks is not None:
+                result["region"] = (maps @ self._regions.matrix(self.x_shape, maps.device).T).cpu().numpy()
         return result
 
-    def compute(self) -> dict[str, np.ndarray]:
-        """Estimates, percentile intervals and bootstrap standard errors.
+    def compute(self) -> Computed:
+        """Estimates, percentile intervals and bootstrap standard errors, as float64 tensors.
 
         Returns
         -------
-        dict of str to numpy.ndarray
-            For each statistic ``s`` in ``"map"`` (shape (K, *x_shape); absent with ``regions_only=True``),
-            ``"region"`` (shape (K, R); only with regions) and ``"correlation"`` (shape (K,)):
+        Computed
+            Per input component (absent with ``regions_only=True``: ``maps`` is then None), of shape
+            (K, *x_shape): ``maps``, the plain IGC map on the whole dataset; ``extra_maps["low"]`` and
+            ``extra_maps["high"]``, the percentile interval at ``level`` (the (1 − level)/2 and (1 + level)/2
+            quantiles of the B replicates, :func:`igcorr.stats.percentile_interval`); ``extra_maps["se"]``, the
+            bootstrap standard error (standard deviation of the replicates, ddof = 1).
 
-            * ``f"{s}_estimate"``: the plain statistic on the whole dataset (the IGC map, its region sums,
-              Pearson r(ŷ, y));
-            * ``f"{s}_low"``, ``f"{s}_high"``: percentile interval at ``level`` (the (1 − level)/2 and
-              (1 + level)/2 quantiles of the B replicates, :func:`igcorr.stats.percentile_interval`);
-            * ``f"{s}_se"``: bootstrap standard error (standard deviation of the replicates, ddof = 1).
+            Per region, with regions, of shape (K, R): ``regions["estimate"]`` (the map's region sums),
+            ``regions["low"]``, ``regions["high"]`` and ``regions["se"]``.
+
+            Per output (K,): ``diagnostics["correlation"]`` (Pearson r(ŷ, y)), ``"correlation_low"``,
+            ``"correlation_high"``, ``"correlation_se"``, ``"level"`` and ``"n_replicates"`` (B).
 
             A component with any NaN replicate (e.g. a replicate with constant weighted predictions, which is
             possible only for tiny datasets) gets NaN bounds and standard error.
-            Also ``"level"`` (0-d float64) and ``"n_replicates"`` (0-d int64, B).
         """
-        result: dict[str, np.ndarray] = {}
+        summaries = {}
         for name, values in self.replicates().items():
             replicates = values[1:]
             low, high = percentile_interval(replicates, self.level)
-            result[f"{name}_estimate"] = values[0]
-            result[f"{name}_low"] = low
-            result[f"{name}_high"] = high
-            result[f"{name}_se"] = replicates.std(axis=0, ddof=1)
-        result["level"] = np.asarray(self.level, dtype=np.float64)
-        result["n_replicates"] = np.asarray(self.n_replicates, dtype=np.int64)
-        return result
+            summaries[name] = {"estimate": values[0], "low": low, "high": high,
+                               "se": replicates.std(axis=0, ddof=1)}
+        computed = Computed(maps=None)
+        if "map" in summaries:
+            summary = {part: _tensor(values) for part, values in summaries["map"].items()}
+            computed.maps = summary.pop("estimate")
+            computed.extra_maps = summary
+        if "region" in summaries:
+            computed.regions = {part: _tensor(values) for part, values in summaries["region"].items()}
+        computed.diagnostics = {("correlation" if part == "estimate" else f"correlation_{part}"): _tensor(values)
+                                for part, values in summaries["correlation"].items()}
+        computed.diagnostics["level"] = torch.full((self.n_outputs,), self.level, dtype=torch.float64)
+        computed.diagnostics["n_replicates"] = torch.full((self.n_outputs,), float(self.n_replicates),
+                                                          dtype=torch.float64)
+        return computed
+
+
+def _tensor(values: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values, dtype=np.float64))

@@ -14,17 +14,28 @@ import hashlib
 import numpy as np
 import torch
 
+from igcorr._validation import check_bool, check_fraction, check_int
+from igcorr.errors import InputError
 from igcorr.reducers.base import Computed, Reducer, SampleBatch
 
-#: names of the per-component maps taken from each inference reducer (its key → the Result's extra map)
-_PERMUTATION_MAPS = {"p_value": "p_value", "p_fwe": "p_fwe", "q_value": "q_value"}
-_BOOTSTRAP_MAPS = {"map_low": "ci_low", "map_high": "ci_high", "map_se": "bootstrap_se"}
-_PERMUTATION_REGIONS = {"region_p_value": "p_value", "region_p_fwe": "p_fwe", "region_q_value": "q_value"}
-_BOOTSTRAP_REGIONS = {"region_low": "low", "region_high": "high", "region_se": "se"}
+#: what the combined result takes from each inference reducer's Computed: {field: {its key: the result's key}}
+_TAKEN = {
+    "permutation": {"extra_maps": {"p_value": "p_value", "p_fwe": "p_fwe", "q_value": "q_value"},
+                    "regions": {"p_value": "p_value", "p_fwe": "p_fwe", "q_value": "q_value"},
+                    "diagnostics": {}},
+    "bootstrap": {"extra_maps": {"low": "ci_low", "high": "ci_high", "se": "bootstrap_se"},
+                  "regions": {"low": "low", "high": "high", "se": "se"},
+                  "diagnostics": {"correlation_low": "correlation_low", "correlation_high": "correlation_high",
+                                  "correlation_se": "correlation_se"}},
+}
 
 
 class WithInference(Reducer):
     """``main`` plus an optional permutation reducer and an optional bootstrap reducer.
+
+    The parts are nested accumulators of this reducer: merging, resetting and saving (keys ``main.*``,
+    ``permutation.*``, ``bootstrap.*``) come from the declaration; :meth:`update` feeds every part and
+    :meth:`compute` combines their results.
 
     Parameters
     ----------
@@ -35,8 +46,16 @@ class WithInference(Reducer):
         :class:`~igcorr.reducers.bootstrap.BootstrapReducer` configured for the same outputs and regions.
     """
 
+    kind = "reducer with inference"
+
     def __init__(self, main: Reducer, permutation: Reducer | None = None, bootstrap: Reducer | None = None) -> None:
+        super().__init__()
         self.parts = {"main": main, "permutation": permutation, "bootstrap": bootstrap}
+        # declared with the parts that can refuse a merge (overlapping samples, other input shapes) first, so
+        # that a refused merge changes nothing
+        for name in ("permutation", "bootstrap", "main"):
+            if self.parts[name] is not None:
+                self.add_state(name, self.parts[name])
 
     def _present(self) -> dict[str, Reducer]:
         return {name: part for name, part in self.parts.items() if part is not None}
@@ -45,37 +64,27 @@ class WithInference(Reducer):
         for part in self._present().values():
             part.update(batch)
 
-    def merge(self, other: "WithInference") -> None:
-        for name, part in self._present().items():
-            part.merge(other.parts[name])
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"{name}/{key}": value for name, part in self._present().items()
-                for key, value in part.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name, part in self._present().items():
-            prefix = f"{name}/"
-            part.load_state_dict({key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)})
-
     def compute(self) -> Computed:
+        """The main reducer's Computed, with the inference added: per-component maps ``p_value``, ``p_fwe``,
+        ``q_value`` (permutations) and ``ci_low``, ``ci_high``, ``bootstrap_se`` (bootstrap), each (K, D) unless
+        regions only are kept; per-output diagnostics ``correlation_low``, ``correlation_high``,
+        ``correlation_se``; and per-region arrays (K, R) ``p_value``, ``p_fwe``, ``q_value``, ``low``, ``high``,
+        ``se`` (numpy) when regions were given."""
         computed = self.parts["main"].compute()
         n_outputs = len(computed.maps)
-        if self.parts["permutation"] is not None:
-            tested = self.parts["permutation"].compute()
-            for key, name in _PERMUTATION_MAPS.items():
-                if key in tested:
-                    computed.extra_maps[name] = torch.as_tensor(tested[key]).reshape(n_outputs, -1)
-            computed.regions.update({name: tested[key] for key, name in _PERMUTATION_REGIONS.items() if key in tested})
-        if self.parts["bootstrap"] is not None:
-            resampled = self.parts["bootstrap"].compute()
-            for key, name in _BOOTSTRAP_MAPS.items():
-                if key in resampled:
-                    computed.extra_maps[name] = torch.as_tensor(resampled[key]).reshape(n_outputs, -1)
-            computed.regions.update({name: resampled[key] for key, name in _BOOTSTRAP_REGIONS.items()
-                                     if key in resampled})
-            for bound in ("low", "high", "se"):
-                computed.diagnostics[f"correlation_{bound}"] = torch.as_tensor(np.asarray(resampled[f"correlation_{bound}"]))
+        for name, taken in _TAKEN.items():
+            part = self.parts[name]
+            if part is None:
+                continue
+            result = part.compute()
+            for key, target in taken["extra_maps"].items():
+                if key in result.extra_maps:
+                    computed.extra_maps[target] = torch.as_tensor(result.extra_maps[key]).reshape(n_outputs, -1)
+            for key, target in taken["regions"].items():
+                if key in result.regions:
+                    computed.regions[target] = np.asarray(torch.as_tensor(result.regions[key]).cpu())
+            for key, target in taken["diagnostics"].items():
+                computed.diagnostics[target] = torch.as_tensor(result.diagnostics[key])
         return computed
 
 
@@ -98,17 +107,16 @@ class InferencePlan:
 
     def __init__(self, permutations: int = 0, bootstrap: int = 0, regions: object = None, regions_only: bool = False,
                  level: float = 0.95) -> None:
-        from igcorr.errors import InputError
-
-        for name, value in (("permutations", permutations), ("bootstrap", bootstrap)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+        permutations = check_int(permutations, "permutations", minimum=0, hint="0 turns the permutation test off")
+        bootstrap = check_int(bootstrap, "bootstrap", minimum=0, hint="0 turns the bootstrap off")
+        regions_only = check_bool(regions_only, "regions_only")
         if regions_only and regions is None:
             raise InputError("regions_only=True needs regions=...")
         if bootstrap == 1:
             raise InputError("bootstrap needs at least 2 replicates (0 turns it off)")
-        self.permutations, self.bootstrap = int(permutations), int(bootstrap)
-        self.regions, self.regions_only, self.level = regions, bool(regions_only), float(level)
+        self.permutations, self.bootstrap = permutations, bootstrap
+        self.regions, self.regions_only = regions, regions_only
+        self.level = check_fraction(level, "level", hint="the confidence level of the intervals, e.g. 0.95")
         self.names: list[str] = []
         self.masks: np.ndarray | None = None
         self.targets: torch.Tensor | None = None

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from igcorr._validation import check_bool, check_finite, check_positive_int, check_seed
 from igcorr.errors import ConstantTargetError, InputError, NonFiniteError, ShapeError
-from igcorr.reducers.base import Reducer, SampleBatch
+from igcorr.reducers.base import Computed, Reducer, SampleBatch, outputs_config
 from igcorr.seeding import keyed_permutation
 from igcorr.stats import benjamini_hochberg, max_statistic_pvalues, permutation_pvalues
 
@@ -40,20 +41,6 @@ _CHUNK_ELEMENTS = 1 << 16
 # ----------------------------------------------------------------------------------------------------------
 # helpers shared with the bootstrap reducer
 # ----------------------------------------------------------------------------------------------------------
-def check_count(value: Any, name: str, minimum: int) -> int:
-    """Validate an integer argument >= ``minimum`` (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_seed(seed: Any) -> int:
-    """Validate a seed (any Python or numpy integer)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InputError(f"seed must be an integer, got {seed!r}")
-    return int(seed)
-
-
 def as_mask_matrix(regions: Any, regions_only: bool) -> torch.Tensor | None:
     """Validate region masks and return them as a bool tensor of shape (R, *s) (None without regions).
 
@@ -61,8 +48,7 @@ def as_mask_matrix(regions: Any, regions_only: bool) -> torch.Tensor | None:
     torch tensor or numpy array; :func:`igcorr.regions.as_region_masks` turns every other accepted form
     (label maps, dicts, broadcastable masks) into such a stack.
     """
-    if not isinstance(regions_only, bool):
-        raise InputError(f"regions_only must be True or False, got {regions_only!r}")
+    regions_only = check_bool(regions_only, "regions_only")
     if regions is None:
         if regions_only:
             raise InputError("regions_only=True needs regions: give a boolean mask stack of shape (R, D)")
@@ -98,6 +84,37 @@ def mask_matrix_for(masks: torch.Tensor, x_shape: tuple[int, ...], device: torch
     return masks.reshape(masks.shape[0], n_features).to(device=device, dtype=torch.float64)
 
 
+class RegionMatrix:
+    """The region masks as a float64 (R, D) matrix, built for the inputs' shape and device on first use."""
+
+    def __init__(self, masks: torch.Tensor | None) -> None:
+        self.masks = masks
+        self._key: tuple | None = None
+        self._matrix: torch.Tensor | None = None
+
+    def matrix(self, x_shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """The (R, D) matrix for inputs of ``x_shape`` on ``device`` (checks the masks against the shape)."""
+        key = (tuple(x_shape), torch.device(device))
+        if key != self._key:
+            self._matrix, self._key = mask_matrix_for(self.masks, x_shape, device), key
+        return self._matrix
+
+
+def regions_config(masks: torch.Tensor | None) -> torch.Tensor:
+    """A configuration entry identifying region masks: per region its size and the sum of its (1-based)
+    component numbers, (R, 2) int64; (0, 2) without regions."""
+    if masks is None:
+        return torch.zeros(0, 2, dtype=torch.int64)
+    flat = masks.reshape(masks.shape[0], -1).to(torch.int64).cpu()
+    numbers = torch.arange(1, flat.shape[1] + 1, dtype=torch.int64)
+    return torch.stack([flat.sum(dim=1), flat @ numbers], dim=1)
+
+
+def seed_config(seed: int) -> int:
+    """A seed as a configuration entry (an int64)."""
+    return seed & ((1 << 63) - 1)
+
+
 def check_indices(batch: SampleBatch, n_samples: int, limit: int | None) -> torch.Tensor:
     """Validate ``batch.indices`` (a 1-D integer tensor with one index per sample, < limit if given)."""
     indices = batch.indices
@@ -119,17 +136,6 @@ def check_indices(batch: SampleBatch, n_samples: int, limit: int | None) -> torc
             f"{limit} samples (indices 0..{limit - 1}); give the targets of the whole dataset"
         )
     return indices
-
-
-def check_finite(values: torch.Tensor, what: str, indices: torch.Tensor) -> None:
-    """Raise NonFiniteError naming the samples (global indices) where ``values`` (n, ...) is NaN or infinite."""
-    bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(dim=1)
-    if bool(bad.any()):
-        samples = indices[bad.to(indices.device)][:5].tolist()
-        raise NonFiniteError(
-            f"{what} contain NaN or infinite values at samples {samples}; check the model and the inputs of those "
-            "samples (or drop them from the dataset)"
-        )
 
 
 def per_output(function: Any, observed: np.ndarray, null: np.ndarray) -> np.ndarray:
@@ -190,19 +196,39 @@ class PermutationReducer(Reducer):
     components with large attribution variance more (as the IGC map itself does).
     """
 
+    kind = "permutation reducer"
+
     def __init__(self, outputs: list[int], targets: Any, n_permutations: int, seed: int, regions: Any = None,
                  regions_only: bool = False) -> None:
+        super().__init__()
         self.outputs = list(outputs)
         if not self.outputs:
             raise InputError("outputs is empty; give the attributed output indices")
-        self.n_permutations = check_count(n_permutations, "n_permutations", 1)
+        self.n_permutations = check_positive_int(n_permutations, "n_permutations",
+                                                 hint="the number of target permutations")
         self.seed = check_seed(seed)
         self.masks = as_mask_matrix(regions, regions_only)
-        self.regions_only = regions_only
+        self.regions_only = bool(regions_only)
         self.targets = self._check_targets(targets)
         self.n_samples, self.n_outputs = self.targets.shape
         self.centred = self.targets - self.targets.mean(dim=0)
-        self._reset()
+        self._regions = RegionMatrix(self.masks)
+
+        self.add_config("n_samples", self.n_samples, label="targets size")
+        self.add_config("outputs", outputs_config(self.outputs))
+        self.add_config("n_permutations", self.n_permutations)
+        self.add_config("seed", seed_config(self.seed))
+        self.add_config("regions", regions_config(self.masks))
+        self.add_config("regions_only", int(self.regions_only))
+        self.add_config("targets", self._fingerprint(), rtol=1e-12, shown=False)
+        # checks first (merging is done in the order of declaration)
+        self.add_state("x_shape", None, combine="same", kind="shape")
+        self.add_state("seen", None, combine=_disjoint_union, dtype=torch.bool)  # (N,) which samples were folded in
+        # attributions are accumulated minus ``shift`` (K, F) (the first sample's), to keep the sums of small
+        # numbers; ``sums`` (K, P + 1, F), row 0 = identity; ``target_sums`` (K, P + 1) = Σ_seen y_c[π_p(n)],
+        # which re-bases another state's shift when merging
+        self.add_joint_state({"shift": None, "sums": None, "target_sums": None}, combine=_rebase)
+        self.add_state("count", 0, combine="sum")
 
     # -- validation ----------------------------------------------------------------------------------------
     def _check_targets(self, targets: Any) -> torch.Tensor:
@@ -232,20 +258,6 @@ class PermutationReducer(Reducer):
             )
         return targets
 
-    def _reset(self) -> None:
-        self.count = 0
-        self.x_shape: tuple[int, ...] | None = None
-        self.seen: torch.Tensor | None = None  # bool (N,)
-        self.shift: torch.Tensor | None = None  # (K, F): attributions are accumulated minus this shift
-        self.sums: torch.Tensor | None = None  # (K, P + 1, F); row 0 = identity
-        self.target_sums: torch.Tensor | None = None  # (K, P + 1): Σ_seen y_c[π_p(n)], to re-base shifts
-        self._region_matrix: torch.Tensor | None = None
-
-    def _config(self) -> torch.Tensor:
-        n_regions = 0 if self.masks is None else self.masks.shape[0]
-        return torch.tensor([self.n_samples, self.n_outputs, self.n_permutations, self.seed & ((1 << 63) - 1),
-                             n_regions, int(self.regions_only)], dtype=torch.int64)
-
     def _fingerprint(self) -> torch.Tensor:
         weights = torch.arange(1, self.n_samples + 1, dtype=torch.float64, device=self.targets.device)
         return torch.stack([self.targets.sum(dim=0), (self.targets * weights[:, None]).sum(dim=0)]).cpu()
@@ -255,23 +267,20 @@ class PermutationReducer(Reducer):
         """(n, K, F) float64: flattened attributions, or their region sums in regions-only mode."""
         flat = attributions.flatten(start_dim=2).to(torch.float64)
         if self.regions_only:
-            return flat @ self._region_matrix.T
+            return flat @ self._regions.matrix(self.x_shape, flat.device).T
         return flat
 
     def _initialise(self, attributions: torch.Tensor) -> None:
         device = attributions.device
         x_shape = tuple(attributions.shape[2:])
         if self.masks is not None:
-            self._region_matrix = mask_matrix_for(self.masks, x_shape, device)
-        self.x_shape = x_shape
-        n_features = (self._region_matrix.shape[0] if self.regions_only
-                      else int(np.prod(self.x_shape, dtype=np.int64)))
+            self._regions.matrix(x_shape, device)  # checks the masks against the inputs' shape
+        n_features = (self.masks.shape[0] if self.regions_only else int(np.prod(x_shape, dtype=np.int64)))
         rows = self.n_permutations + 1
+        self.x_shape = x_shape
         self.seen = torch.zeros(self.n_samples, dtype=torch.bool, device=device)
         self.sums = torch.zeros(self.n_outputs, rows, n_features, dtype=torch.float64, device=device)
         self.target_sums = torch.zeros(self.n_outputs, rows, dtype=torch.float64, device=device)
-        self.centred = self.centred.to(device)
-        self.targets = self.targets.to(device)
 
     def update(self, batch: SampleBatch) -> None:
         """Fold one batch into the sums.
@@ -301,6 +310,8 @@ class PermutationReducer(Reducer):
                 f"batch.attributions has x_shape {tuple(attributions.shape[2:])}, earlier batches had {self.x_shape}"
             )
         device = self.sums.device
+        if self.centred.device != device:
+            self.centred, self.targets = self.centred.to(device), self.targets.to(device)
         indices = indices.to(device)
         if len(torch.unique(indices)) != n or bool(self.seen[indices].any()):
             raise InputError(
@@ -343,76 +354,6 @@ class PermutationReducer(Reducer):
             self.sums[:, start:stop] += torch.bmm(permuted, features)
             self.target_sums[:, start:stop] += permuted.sum(dim=2)
 
-    # -- combination and state -----------------------------------------------------------------------------
-    def _check_compatible(self, other: "PermutationReducer") -> None:
-        if not isinstance(other, PermutationReducer) or not torch.equal(self._config(), other._config()):
-            raise InputError(
-                "can only merge permutation reducers built with the same targets size, outputs, n_permutations, "
-                "seed and regions"
-            )
-        if not torch.allclose(self._fingerprint(), other._fingerprint(), rtol=1e-12, atol=0.0):
-            raise InputError("can only merge permutation reducers built with the same targets")
-
-    def merge(self, other: "PermutationReducer") -> None:
-        """Fold in a reducer of the same configuration that saw other samples."""
-        self._check_compatible(other)
-        if other.count == 0:
-            return
-        if self.count == 0:
-            self.load_state_dict(other.state_dict())
-            return
-        if other.x_shape != self.x_shape:
-            raise ShapeError(f"cannot merge states of x_shape {other.x_shape} and {self.x_shape}")
-        device = self.sums.device
-        other_seen = other.seen.to(device)
-        if bool((self.seen & other_seen).any()):
-            raise InputError("the two reducers saw some of the same samples; shards must be disjoint")
-        other_sums, other_target_sums = other.sums.to(device), other.target_sums.to(device)
-        # re-base the other's sums from its shift to ours: Σ (a − c_o) t = Σ (a − c_s) t + (c_s − c_o) Σ t
-        rebase = (other.shift.to(device) - self.shift)[:, None, :] * other_target_sums[:, :, None]
-        self.sums += other_sums + rebase
-        self.target_sums += other_target_sums
-        self.seen |= other_seen
-        self.count += other.count
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The state: ``config`` (int64 (6,)), ``targets_fingerprint`` (float64 (2, K)), ``count`` (int64) and,
-        once a sample was seen, ``x_shape`` (int64), ``seen`` (bool (N,)), ``shift`` (float64 (K, F)), ``sums``
-        (float64 (K, P + 1, F)) and ``target_sums`` (float64 (K, P + 1)). The tensors are the live state, not
-        copies (updates change them in place): serialise them at once or clone them."""
-        state = {"config": self._config(), "targets_fingerprint": self._fingerprint(),
-                 "count": torch.tensor(self.count, dtype=torch.int64)}
-        if self.count:
-            state.update({"x_shape": torch.tensor(self.x_shape, dtype=torch.int64), "seen": self.seen,
-                          "shift": self.shift, "sums": self.sums, "target_sums": self.target_sums})
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore a state from :meth:`state_dict` of a reducer with the same configuration."""
-        missing = [key for key in ("config", "targets_fingerprint", "count") if key not in state]
-        if missing:
-            raise InputError(f"not a permutation reducer state: missing {missing}")
-        if not torch.equal(state["config"].cpu().to(torch.int64), self._config()):
-            raise InputError(
-                "the saved permutation state was made with another configuration (targets size, outputs, "
-                "n_permutations, seed or regions)"
-            )
-        if not torch.allclose(state["targets_fingerprint"].cpu().to(torch.float64), self._fingerprint(),
-                              rtol=1e-12, atol=0.0):
-            raise InputError("the saved permutation state was made with other targets")
-        self._reset()
-        count = int(state["count"])
-        if count == 0:
-            return
-        x_shape = tuple(int(v) for v in state["x_shape"].reshape(-1).tolist())
-        device = state["sums"].device
-        self._initialise(torch.empty((0, self.n_outputs, *x_shape), device=device))
-        self.count = count
-        self.seen = state["seen"].to(device=device, dtype=torch.bool).clone()
-        self.shift = state["shift"].to(device=device, dtype=torch.float64).clone()
-        self.sums = state["sums"].to(device=device, dtype=torch.float64).clone()
-        self.target_sums = state["target_sums"].to(device=device, dtype=torch.float64).clone()
-
     # -- results -------------------------------------------------------------------------------------------
     def statistics(self, level: str = "components") -> tuple[np.ndarray, np.ndarray]:
         """The observed and permuted statistics, scaled to covariances (divided by N).
@@ -448,7 +389,7 @@ class PermutationReducer(Reducer):
             if self.masks is None:
                 raise InputError("no regions were given to the permutation reducer")
             if not self.regions_only:
-                sums = sums @ self._region_matrix.T
+                sums = sums @ self._regions.matrix(self.x_shape, sums.device).T
             shape: tuple[int, ...] = (sums.shape[2],)
         else:
             if self.regions_only:
@@ -458,37 +399,78 @@ class PermutationReducer(Reducer):
         values = values.reshape(values.shape[0], self.n_outputs, *shape)
         return values[0], values[1:]
 
-    def compute(self) -> dict[str, np.ndarray]:
-        """Permutation p-values, family-wise corrected p-values and q-values.
+    def compute(self) -> Computed:
+        """Permutation p-values, family-wise corrected p-values and q-values, as float64 tensors.
 
         Returns
         -------
-        dict of str to numpy.ndarray
-            Per input component (absent with ``regions_only=True``), each of shape (K, *x_shape):
+        Computed
+            Per input component (absent with ``regions_only=True``: ``maps`` is then None), of shape
+            (K, *x_shape):
 
-            * ``"observed"``: Cov_n(A, y) per component (the IGC map times σ_y σ_ŷ; same sign);
-            * ``"p_value"``: two-sided permutation p-value (1 + #{p : |S_p| >= |S_0|}) / (P + 1);
-            * ``"p_fwe"``: max-statistic family-wise corrected p-value, the family being all components of the
-              same output;
-            * ``"q_value"``: Benjamini–Hochberg adjusted p-value over the components of the same output.
+            * ``maps``: the observed statistic Cov_n(A, y) per component (the IGC map times σ_y σ_ŷ; same sign);
+            * ``extra_maps["p_value"]``: two-sided permutation p-value (1 + #{p : |S_p| >= |S_0|}) / (P + 1);
+            * ``extra_maps["p_fwe"]``: max-statistic family-wise corrected p-value, the family being all
+              components of the same output;
+            * ``extra_maps["q_value"]``: Benjamini–Hochberg adjusted p-value over the components of the same
+              output.
 
-            Per region, when regions were given, each of shape (K, R): ``"region_observed"``,
-            ``"region_p_value"``, ``"region_p_fwe"`` (family: the R regions of one output) and
-            ``"region_q_value"``.
+            Per region, when regions were given, of shape (K, R): ``regions["observed"]``,
+            ``regions["p_value"]``, ``regions["p_fwe"]`` (family: the R regions of one output) and
+            ``regions["q_value"]``.
 
-            Always: ``"n_permutations"`` (0-d int64, P) and ``"n_samples"`` (0-d int64, N).
+            Per output (K,): ``diagnostics["n_permutations"]`` (P) and ``diagnostics["n_samples"]`` (N).
             Reject at level α where a p-value or q-value is <= α.
         """
-        result: dict[str, np.ndarray] = {}
-        levels = ([] if self.regions_only else [("", "components")]) + \
-                 ([] if self.masks is None else [("region_", "regions")])
-        for prefix, level in levels:
+        computed = Computed(maps=None)
+        levels = ([] if self.regions_only else ["components"]) + ([] if self.masks is None else ["regions"])
+        for level in levels:
             observed, null = self.statistics(level)
             p_value = per_output(permutation_pvalues, observed, null)
-            result[f"{prefix}observed"] = observed
-            result[f"{prefix}p_value"] = p_value
-            result[f"{prefix}p_fwe"] = per_output(max_statistic_pvalues, observed, null)
-            result[f"{prefix}q_value"] = bh_per_output(p_value)
-        result["n_permutations"] = np.asarray(self.n_permutations, dtype=np.int64)
-        result["n_samples"] = np.asarray(self.n_samples, dtype=np.int64)
-        return result
+            tested = {"p_value": p_value, "p_fwe": per_output(max_statistic_pvalues, observed, null),
+                      "q_value": bh_per_output(p_value)}
+            if level == "components":
+                computed.maps = _tensor(observed)
+                computed.extra_maps.update({name: _tensor(values) for name, values in tested.items()})
+            else:
+                computed.regions.update({name: _tensor(values) for name, values in {"observed": observed,
+                                                                                    **tested}.items()})
+        computed.diagnostics = {"n_permutations": torch.full((self.n_outputs,), float(self.n_permutations),
+                                                             dtype=torch.float64),
+                                "n_samples": torch.full((self.n_outputs,), float(self.n_samples), dtype=torch.float64)}
+        return computed
+
+
+def _tensor(values: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values, dtype=np.float64))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# combine rules of the state
+# ----------------------------------------------------------------------------------------------------------
+def _disjoint_union(mine: torch.Tensor | None, theirs: torch.Tensor | None) -> torch.Tensor | None:
+    """The samples seen by either state, which must not have seen any sample in common."""
+    if theirs is None:
+        return mine
+    if mine is None:
+        return theirs.clone()
+    theirs = theirs.to(mine.device)
+    if bool((mine & theirs).any()):
+        raise InputError("the two reducers saw some of the same samples; shards must be disjoint")
+    mine |= theirs
+    return mine
+
+
+def _rebase(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """Add the other state's sums to ours after moving them from its shift to ours:
+    Σ (a − c_o) t = Σ (a − c_s) t + (c_s − c_o) Σ t."""
+    if theirs["shift"] is None:  # no sample accumulated there
+        return mine
+    if mine["shift"] is None:
+        return {name: value.clone() for name, value in theirs.items()}
+    device = mine["sums"].device
+    other_sums, other_target_sums = theirs["sums"].to(device), theirs["target_sums"].to(device)
+    rebase = (theirs["shift"].to(device) - mine["shift"])[:, None, :] * other_target_sums[:, :, None]
+    mine["sums"] += other_sums + rebase
+    mine["target_sums"] += other_target_sums
+    return mine
