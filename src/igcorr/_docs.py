@@ -19,6 +19,13 @@ FRAGMENTS = {
     "score": """score : None, "softmax", "log_softmax" or callable
     What is attributed for each output: the raw output (default), its softmax probability, its log-probability,
     or ``score(output)`` (P, K') for a callable. For classifiers the IGC paper attributes the probability.""",
+    "output": """output : None, str, int or callable
+    Which part of the model's output is attributed, taken before anything else looks at it: None for a model
+    that returns a tensor; a key or attribute name (``"logits"`` of a HuggingFace ``ModelOutput`` or of a
+    dict); a position in a returned tuple; or a callable ``output -> tensor``.""",
+    "extra_inputs": """extra_inputs : dict of Tensor, optional
+    Inputs the model takes besides the attributed one, by keyword, one row per sample (attention masks,
+    token type ids, ...). They are not attributed: every path point of a sample gets the sample's own.""",
     "data": """data : (X, Y) pair, Dataset or DataLoader
     X of shape (N, *x_shape); Y of shape (N, K) or (N,). A float (N,) target is one output; integer (N,) class
     labels are one-hot encoded over the model's outputs (classification).""",

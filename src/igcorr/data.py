@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,11 +43,13 @@ EXTREME_INPUT = 1e12
 
 @dataclass
 class Batch:
-    """A batch read from a data source: samples ``start .. start + len(x) - 1``."""
+    """A batch read from a data source: samples ``start .. start + len(x) - 1``, their attributed inputs, their
+    targets, and the model inputs that are not attributed (``extras``, by keyword, one row per sample)."""
 
     start: int
     x: torch.Tensor
     y: torch.Tensor
+    extras: dict = field(default_factory=dict)
 
 
 def as_tensor(value: Any, name: str) -> torch.Tensor:
@@ -187,6 +189,12 @@ class DataSource:
         check_finite(x, "input")
         return x
 
+    def extras(self, raw: Any) -> dict[str, torch.Tensor]:
+        """The inputs of a raw batch that the model takes but that are not attributed (through the layout)."""
+        if self.layout is None:
+            return {}
+        return {name: value.detach() for name, value in self.layout.extras(raw).items()}
+
     def raw_head(self, n: int) -> Any:
         """The first (up to) ``n`` raw inputs; InputError for an empty dataset."""
         if self.has_random_access:
@@ -202,13 +210,15 @@ class DataSource:
         """Yield validated batches in sample order, covering samples ``start`` to ``stop`` − 1 (or the end)."""
         position = start
         for x, y in self._raw_batches(start, stop):
-            x, y = self.encode(_as_raw(x, "x")).detach(), as_tensor(y, "y").detach()
+            raw = _as_raw(x, "x")
+            x, y = self.encode(raw).detach(), as_tensor(y, "y").detach()
+            extras = self.extras(raw)
             if len(x) != len(y):
                 raise ShapeError(f"a batch holds {len(x)} inputs but {len(y)} targets (from sample {position})")
             check_finite(x, "input", position)
             check_finite(y, "target", position)
             self._warn_extreme(x, position)
-            yield Batch(position, x, y)
+            yield Batch(position, x, y, extras)
             position += len(x)
 
     def _raw_batches(self, start: int, stop: int | None) -> Iterator[tuple[Any, Any]]:

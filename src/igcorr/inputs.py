@@ -15,7 +15,7 @@ back, so every method, reducer, checkpoint and multi-process run works unchanged
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,8 +59,13 @@ class InputLayout:
         """Raw inputs of n samples → attributed tensor (n, *attributed_shape)."""
         raise NotImplementedError
 
-    def wrap(self, model: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A callable on attributed tensors that runs ``model`` on the rebuilt inputs."""
+    def extras(self, raw: Any) -> dict[str, torch.Tensor]:
+        """Raw inputs of n samples → the inputs the model takes but that are not attributed, by name, each
+        (n, ...); they reach ``wrap``'s callable as keyword arguments, the rows of each path point's sample."""
+        return {}
+
+    def wrap(self, model: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        """A callable ``f(attributed, **extras)`` that runs ``model`` on the rebuilt inputs."""
         return model
 
     def encode_baselines(self, baselines: Any) -> Any:
@@ -77,7 +82,11 @@ class InputLayout:
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description for result metadata."""
-        return {"kind": type(self).__name__, "names": self.names, "shapes": [list(s) for s in self.shapes]}
+        description = {"kind": type(self).__name__, "names": self.names, "shapes": [list(s) for s in self.shapes]}
+        others = [name for name in getattr(self, "all_names", self.names) if name not in self.names]
+        if others:
+            description["not_attributed"] = others
+        return description
 
 
 class SingleInput(InputLayout):
@@ -91,13 +100,35 @@ class SingleInput(InputLayout):
 
 
 class MultipleInputs(InputLayout):
-    """Several tensors per sample (tuple or dict), flattened and concatenated; the model gets them back."""
+    """Several tensors per sample (tuple or dict), flattened and concatenated; the model gets them back.
+
+    Parameters
+    ----------
+    attributed : sequence of str, optional
+        The names of the inputs that are attributed (dict keys, or ``input_0``, ``input_1``, ... for tuples);
+        the others (attention masks, token type ids, ...) go to the model unchanged, each path point with its
+        sample's. Default: every input is attributed.
+    """
+
+    def __init__(self, attributed: Sequence[str] | None = None) -> None:
+        if attributed is not None and (isinstance(attributed, str) or not all(isinstance(n, str) for n in attributed)
+                                       or not attributed):
+            raise InputError(f"attributed must be a non-empty list of input names, got {attributed!r}")
+        self.attributed = None if attributed is None else list(attributed)
 
     def fit(self, raw: Any, model: Any) -> None:
         parts = members(raw)
         if not parts:
             raise InputError("a sample's inputs are an empty tuple/dict")
         self._template = raw
+        self.all_names = [name for name, _ in parts]
+        if self.attributed is not None:
+            unknown = [name for name in self.attributed if name not in self.all_names]
+            if unknown:
+                raise InputError(f"attributed names {unknown} are not inputs of the samples; their inputs are "
+                                 f"{self.all_names}")
+        chosen = self.attributed or self.all_names
+        parts = [(name, value) for name, value in parts if name in chosen]
         self.names = [name for name, _ in parts]
         self.shapes = [tuple(torch.as_tensor(value).shape[1:]) for _, value in parts]
         self.sizes = [int(np.prod(shape, dtype=np.int64)) for shape in self.shapes]
@@ -105,13 +136,18 @@ class MultipleInputs(InputLayout):
         if any(not dtype.is_floating_point for dtype in dtypes):
             raise InputError(
                 f"inputs {self.names} have dtypes {sorted(map(str, dtypes))}; every attributed input must be "
-                "floating point. Attribute token or category ids in embedding space with igcorr.inputs.Embedded"
+                "floating point. Attribute token or category ids in embedding space with igcorr.inputs.Embedded, "
+                "or leave them out of the attributed inputs (MultipleInputs(attributed=[...]))"
             )
+
+    def extras(self, raw: Any) -> dict[str, torch.Tensor]:
+        return {name: torch.as_tensor(value) for name, value in members(raw) if name not in self.names}
 
     def encode(self, raw: Any) -> torch.Tensor:
         parts = members(raw)
-        if [name for name, _ in parts] != self.names:
-            raise ShapeError(f"a sample has inputs {[n for n, _ in parts]}, earlier samples {self.names}")
+        if [name for name, _ in parts] != self.all_names:
+            raise ShapeError(f"a sample has inputs {[n for n, _ in parts]}, earlier samples {self.all_names}")
+        parts = [(name, value) for name, value in parts if name in self.names]
         tensors = [torch.as_tensor(value) for _, value in parts]
         for name, tensor, shape in zip(self.names, tensors, self.shapes):
             if tuple(tensor.shape[1:]) != shape:
@@ -123,14 +159,14 @@ class MultipleInputs(InputLayout):
         pieces = flat.split(self.sizes, dim=-1)
         return [piece.reshape(*flat.shape[:-1], *shape) for piece, shape in zip(pieces, self.shapes)]
 
-    def wrap(self, model: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def wrap(self, model: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         template = self._template
 
-        def forward(flat: torch.Tensor) -> torch.Tensor:
-            pieces = self._unflatten(flat)
+        def forward(flat: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
+            values = {**dict(zip(self.names, self._unflatten(flat))), **extras}
             if isinstance(template, Mapping):
-                return model(**dict(zip(self.names, pieces)))
-            return model(*pieces)
+                return model(**values)
+            return model(*[values[name] for name in self.all_names])
 
         return forward
 
@@ -179,6 +215,11 @@ class Embedded(InputLayout):
         Per sample, attributions (n, K, L, E) become (n, K, L) by summing over the embedding dimensions
         ("sum", which keeps completeness), stay per dimension (None), or go through ``reduce`` (any function
         of (n, K, L, E) tensors, applied per sample before the dataset-wise reduction, e.g. an L2 norm).
+    input : str, optional
+        For samples that hold several inputs (a dict, or a tuple named ``input_0``, ``input_1``, ...): the name
+        of the ids that are attributed (default ``"input_ids"`` for dicts, ``input_0`` for tuples). The other
+        inputs (attention masks, token type ids, ...) go to the model unchanged, each path point with its
+        sample's.
 
     Notes
     -----
@@ -187,17 +228,43 @@ class Embedded(InputLayout):
     """
 
     def __init__(self, module: str | nn.Module,
-                 reduce: str | Callable[[torch.Tensor], torch.Tensor] | None = "sum") -> None:
+                 reduce: str | Callable[[torch.Tensor], torch.Tensor] | None = "sum", input: str | None = None) -> None:
         if not (reduce is None or reduce == "sum" or callable(reduce)):
             raise InputError(f"reduce must be 'sum', None or a callable, got {reduce!r}")
+        if input is not None and not isinstance(input, str):
+            raise InputError(f"input must be the name of the ids among the sample's inputs, got {input!r}")
         self.module_request = module
         self.reduce_request = reduce
+        self.input_request = input
         self.module: nn.Module | None = None
+        self._template: Any = None
+
+    def _ids(self, raw: Any) -> torch.Tensor:
+        if self._template is None:
+            return torch.as_tensor(raw)
+        values = dict(members(raw))
+        if list(values) != self.all_names:
+            raise ShapeError(f"a sample has inputs {list(values)}, earlier samples {self.all_names}")
+        return torch.as_tensor(values[self.input_name])
+
+    def extras(self, raw: Any) -> dict[str, torch.Tensor]:
+        if self._template is None:
+            return {}
+        return {name: torch.as_tensor(value) for name, value in members(raw) if name != self.input_name}
 
     def fit(self, raw: Any, model: Any) -> None:
         if is_structured(raw):
-            raise InputError("Embedded attributes one tensor of ids per sample; several inputs are not supported")
-        ids = torch.as_tensor(raw)
+            names = [name for name, _ in members(raw)]
+            default = "input_ids" if isinstance(raw, Mapping) else "input_0"
+            self.input_name = self.input_request or default
+            if self.input_name not in names:
+                raise InputError(f"the samples' inputs are {names}; name the token ids among them with "
+                                 f"Embedded(..., input=<name>)")
+            self._template, self.all_names = raw, names
+        elif self.input_request is not None:
+            raise InputError(f"input={self.input_request!r} names one of several inputs, but the samples hold one "
+                             "tensor of ids")
+        ids = self._ids(raw)
         if ids.is_floating_point():
             raise InputError(f"Embedded expects integer ids, got dtype {ids.dtype}")
         if not isinstance(model, nn.Module):
@@ -209,7 +276,7 @@ class Embedded(InputLayout):
         else:
             self.module = named_submodule(model, self.module_request, "embedding module")
         self.id_shape = tuple(ids.shape[1:])
-        embedded = self.encode(ids[:1])
+        embedded = self._embed(ids[:1])
         self.embedded_shape = tuple(embedded.shape[1:])
         self.names, self.shapes = ["tokens"], [self.map_shape]
 
@@ -220,21 +287,29 @@ class Embedded(InputLayout):
         return tuple(self.reduce(probe).shape[2:])
 
     def encode(self, raw: Any) -> torch.Tensor:
-        ids = torch.as_tensor(raw)
+        return self._embed(self._ids(raw))
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         if tuple(ids.shape[1:]) != getattr(self, "id_shape", tuple(ids.shape[1:])):
             raise ShapeError(f"ids of shape {tuple(ids.shape[1:])}, earlier samples {self.id_shape}")
         device = next((p.device for p in self.module.parameters()), ids.device)
         with torch.no_grad():
             return self.module(ids.to(device)).detach()
 
-    def wrap(self, model: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def wrap(self, model: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         module = self.module
+        template = self._template
 
-        def forward(embedded: torch.Tensor) -> torch.Tensor:
+        def forward(embedded: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
             handle = module.register_forward_hook(lambda _m, _i, _o: embedded)
             try:
                 placeholder = torch.zeros((len(embedded),) + self.id_shape, dtype=torch.long, device=embedded.device)
-                return model(placeholder)
+                if template is None:
+                    return model(placeholder, **extras)
+                values = {**extras, self.input_name: placeholder}
+                if isinstance(template, Mapping):
+                    return model(**values)
+                return model(*[values[name] for name in self.all_names])
             finally:
                 handle.remove()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,28 @@ from igcorr._validation import check_choice
 from igcorr.errors import IgcorrError, InputError, ModelError
 
 ScoreLike = str | Callable[[torch.Tensor], torch.Tensor] | None
+#: which part of a model's output is attributed: the output itself (None), a key or attribute name (dicts,
+#: HuggingFace ``ModelOutput``), a position (tuples) or a callable
+OutputSelector = str | int | Callable[[Any], torch.Tensor] | None
+#: inputs the model takes besides the attributed one (attention masks, token type ids, ...), by keyword, each
+#: with one row per sample or path point
+Extras = dict[str, torch.Tensor]
+
+
+def take_rows(extras: Extras | None, index: torch.Tensor | slice) -> Extras:
+    """The rows ``index`` of every extra input (an empty dict for none)."""
+    return {name: value[index] for name, value in (extras or {}).items()}
+
+
+def describe_output(output: Any) -> str:
+    """What a model returned, for error messages: the type and its fields, keys or length."""
+    name = type(output).__name__
+    if isinstance(output, Mapping):
+        return f"a {name} with keys {list(output.keys())}"
+    if isinstance(output, (tuple, list)):
+        kinds = [type(item).__name__ for item in output]
+        return f"a {name} of {len(output)} items ({', '.join(kinds)})"
+    return f"a {name}"
 SCORES = ("softmax", "log_softmax")
 AUTOCAST_DTYPES = (None, "bfloat16", "float16")
 
@@ -130,11 +152,15 @@ class ModelAdapter:
     accept_integer_inputs : bool
         Convert integer and boolean inputs to float64 instead of refusing them (for the methods that take no
         gradients).
+    output : None, str, int or callable
+        Which part of the model's output is attributed, applied before anything else looks at it: None for a
+        model that returns a tensor; a key or attribute name (``"logits"`` of a HuggingFace ``ModelOutput`` or
+        of a dict); a position in a returned tuple; or a callable ``output -> tensor``.
     """
 
     def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None, *, readout: Any = "auto",
                  autocast: str | None = None, compile: bool | dict = False,
-                 accept_integer_inputs: bool = False) -> None:
+                 accept_integer_inputs: bool = False, output: OutputSelector = None) -> None:
         if not callable(model):
             raise InputError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
         if score is not None and not callable(score) and score not in SCORES:
@@ -142,6 +168,9 @@ class ModelAdapter:
         check_choice(autocast, "autocast", AUTOCAST_DTYPES)
         if not isinstance(compile, (bool, dict)):
             raise InputError(f"compile must be True, False or a dict of torch.compile options, got {compile!r}")
+        if not (output is None or isinstance(output, (str, int)) and not isinstance(output, bool) or callable(output)):
+            raise InputError(f"output must be None, a key or attribute name, a tuple position or a callable, got "
+                             f"{output!r}")
         if not (readout in ("auto", False, None) or isinstance(readout, (str, nn.Linear))):
             raise InputError(f"readout must be 'auto', False, a module name or an nn.Linear, got {readout!r}")
         self.model = model
@@ -152,6 +181,7 @@ class ModelAdapter:
         self.autocast = autocast
         self.compile_options: dict | None = (dict(compile) if isinstance(compile, dict) else {}) if compile else None
         self.accept_integer_inputs = accept_integer_inputs
+        self.output = output
         self._compiled: tuple[Callable, Callable] | None = None  # (compiled forward, the forward it compiles)
         self.device, self.dtype = model_device_dtype(model)
         if self.device is not None and self.device.type == "meta":
@@ -227,17 +257,40 @@ class ModelAdapter:
             self._compiled = (torch.compile(self.forward, **self.compile_options), self.forward)
         return self._compiled[0]
 
-    def scores(self, points: torch.Tensor, compiled: bool = False) -> torch.Tensor:
-        """All attributed scores (P, K_model) at ``points``, differentiable; ``compiled`` uses the compiled
-        forward when compilation was asked for."""
+    def call(self, points: torch.Tensor, extras: Extras | None = None, compiled: bool = False) -> Any:
+        """The model's raw output at ``points`` (with the extra inputs of each point, by keyword)."""
         forward = self._compiled_forward() if compiled and self.compile_options is not None else self.forward
         if self.autocast is None:
-            output = forward(points)
-        else:
-            with torch.autocast(device_type=points.device.type, dtype=getattr(torch, self.autocast)):
-                output = forward(points)
+            return forward(points, **extras) if extras else forward(points)
+        with torch.autocast(device_type=points.device.type, dtype=getattr(torch, self.autocast)):
+            return forward(points, **extras) if extras else forward(points)
+
+    def select(self, output: Any) -> torch.Tensor:
+        """The attributed part of a model's output (see ``output``); a clear error when it is not a tensor."""
+        selector = self.output
+        if selector is not None:
+            try:
+                if callable(selector):
+                    output = selector(output)
+                elif isinstance(selector, int):
+                    output = output[selector]
+                elif isinstance(output, Mapping) and selector in output:
+                    output = output[selector]
+                else:
+                    output = getattr(output, selector)
+            except (KeyError, IndexError, AttributeError, TypeError) as error:
+                raise ModelError(f"output={selector!r} cannot be taken from what the model returned, "
+                                 f"{describe_output(output)}: {error}") from error
         if not isinstance(output, torch.Tensor):
-            raise ModelError(f"the model must return a tensor, got {type(output).__name__}")
+            hint = ("choose the attributed tensor with output=<key or attribute> (e.g. output='logits'), "
+                    "output=<position>, or a callable")
+            raise ModelError(f"the model must return a tensor, got {describe_output(output)}; {hint}")
+        return output
+
+    def scores(self, points: torch.Tensor, compiled: bool = False, extras: Extras | None = None) -> torch.Tensor:
+        """All attributed scores (P, K_model) at ``points``, differentiable; ``compiled`` uses the compiled
+        forward when compilation was asked for; ``extras`` are the points' other inputs."""
+        output = self.select(self.call(points, extras, compiled))
         if self.autocast is not None:
             output = output.to(points.dtype)  # scores and their gradients leave the model in the input's dtype
         if output.ndim == 1:
@@ -262,13 +315,15 @@ class ModelAdapter:
             )
         return scored.unsqueeze(1) if scored.ndim == 1 else scored
 
-    def evaluate(self, x: torch.Tensor, outputs: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    def evaluate(self, x: torch.Tensor, outputs: torch.Tensor, chunk: int = 512,
+                 extras: Extras | None = None) -> torch.Tensor:
         """Attributed scores of the selected ``outputs`` at ``x``, shape (n, K), without gradients, evaluated
         ``chunk`` inputs at a time."""
         with torch.no_grad():
-            return torch.cat([self.scores(part)[:, outputs] for part in x.split(chunk)])
+            return torch.cat([self.scores(x[begin:begin + chunk], extras=take_rows(extras, slice(begin, begin + chunk)))
+                              [:, outputs] for begin in range(0, len(x), chunk)])
 
-    def n_outputs(self, x: torch.Tensor) -> int:
+    def n_outputs(self, x: torch.Tensor, extras: Extras | None = None) -> int:
         """Number of scores the model produces, from a forward pass on one input.
 
         This is the first call of the model in a run: an error the model raises on the data is reported as a
@@ -276,7 +331,7 @@ class ModelAdapter:
         """
         try:
             with torch.no_grad():
-                return self.scores(x[:1]).shape[1]
+                return self.scores(x[:1], extras=take_rows(extras, slice(0, 1))).shape[1]
         except IgcorrError:
             raise
         except Exception as error:  # the user's model may raise anything; name the inputs it got
@@ -286,7 +341,7 @@ class ModelAdapter:
                 "device the model expects"
             ) from error
 
-    def check_batch_independence(self, x: torch.Tensor) -> None:
+    def check_batch_independence(self, x: torch.Tensor, extras: Extras | None = None) -> None:
         """Refuse models whose output for one sample depends on the other samples of its batch.
 
         Path points of many samples share a forward pass, so such a model (batch statistics, attention across
@@ -296,8 +351,9 @@ class ModelAdapter:
         if len(x) < 2:
             return
         with torch.no_grad():
-            joint = self.scores(x)
-            separate = torch.cat([self.scores(x[i : i + 1]) for i in range(len(x))])
+            joint = self.scores(x, extras=extras)
+            separate = torch.cat([self.scores(x[i : i + 1], extras=take_rows(extras, slice(i, i + 1)))
+                                  for i in range(len(x))])
         low_precision = self.autocast is not None or x.dtype in (torch.float16, torch.bfloat16)
         tolerance = 2e-2 if low_precision else 1e-5 if x.dtype == torch.float32 else 1e-9
         scale = float(joint.abs().max()) + 1e-30
@@ -314,7 +370,7 @@ class ModelAdapter:
         """The model's submodule ``name``, with a clear error listing the names."""
         return named_submodule(self.model, name, what)
 
-    def find_readout(self, x: torch.Tensor, n_outputs: int) -> Readout | None:
+    def find_readout(self, x: torch.Tensor, n_outputs: int, extras: Extras | None = None) -> Readout | None:
         """The linear readout to attribute through, or None.
 
         When the model's output is an ``nn.Linear`` layer's output (or the named layer's), the raw outputs are
@@ -347,7 +403,8 @@ class ModelAdapter:
             candidates = {name: sub for name, sub in named.items() if isinstance(sub, nn.Linear)}
         if not candidates:
             return None
-        output, executed = self.observe(candidates, x)
+        output, executed = self.observe(candidates, x, extras)
+        output = self.select(output)
         produced = {name: out for name, _, out in executed}
         final = [name for name, out in produced.items() if out is output]
         explicit = request != "auto"
@@ -370,7 +427,8 @@ class ModelAdapter:
             raise ModelError(f"{feature} needs forward hooks, which TorchScript modules (torch.jit.script or "
                              f"torch.jit.trace) do not run; {instead}")
 
-    def observe(self, modules: dict[str, nn.Module], x: torch.Tensor) -> tuple[Any, list[tuple[str, nn.Module, Any]]]:
+    def observe(self, modules: dict[str, nn.Module], x: torch.Tensor,
+                extras: Extras | None = None) -> tuple[Any, list[tuple[str, nn.Module, Any]]]:
         """One forward pass without gradients on ``x[:1]``: the output and, in the order they ran, the
         (name, module, output) of each of the given submodules."""
         self.require_hooks("probing the model's layers", "pass the eager model")
@@ -379,19 +437,19 @@ class ModelAdapter:
                    for name, sub in modules.items()]
         try:
             with torch.no_grad():
-                output = self.forward(x[:1])
+                output = self.call(x[:1], take_rows(extras, slice(0, 1)))
         finally:
             for handle in handles:
                 handle.remove()
         return output, executed
 
-    def activation_bytes(self, x: torch.Tensor) -> int:
+    def activation_bytes(self, x: torch.Tensor, extras: Extras | None = None) -> int:
         """Bytes of the leaf modules' outputs for one input like ``x[:1]`` (the activations a forward keeps)."""
         module = self.module
         if module is None or self.scripted:
             return 0  # the caller falls back to an estimate from the input size
         leaves = {name: sub for name, sub in module.named_modules() if not list(sub.children())}
-        _, executed = self.observe(leaves, x)
+        _, executed = self.observe(leaves, x, extras)
         sizes = [out.numel() * out.element_size() for _, _, out in executed if isinstance(out, torch.Tensor)]
         return sum(sizes)
 

@@ -22,7 +22,7 @@ from igcorr._docs import fill_doc
 from igcorr._validation import check_finite
 from igcorr.data import as_tensor
 from igcorr.errors import InputError, ShapeError
-from igcorr.model import ModelAdapter, ScoreLike, resolve_outputs
+from igcorr.model import Extras, ModelAdapter, OutputSelector, ScoreLike, resolve_outputs
 from igcorr.paths.integrator import PathIntegrals, PathIntegrator
 
 
@@ -30,13 +30,14 @@ from igcorr.paths.integrator import PathIntegrals, PathIntegrator
 class PreparedCall:
     """One call of a per-sample method after its prologue: the inputs as given, the inputs on the model's
     device and dtype, the attributed ``outputs`` (K,), each sample's column (``per_sample``, or None when
-    every sample uses all K), and a path integrator configured for this call."""
+    every sample uses all K), a path integrator configured for this call, and the samples' extra inputs."""
 
     inputs: torch.Tensor
     x: torch.Tensor
     outputs: torch.Tensor
     per_sample: torch.Tensor | None
     integrator: PathIntegrator
+    extras: Extras
 
 
 @fill_doc
@@ -47,15 +48,17 @@ class PerSampleMethod:
     ----------
     %(model)s
     %(score)s
+    %(output)s
     """
 
-    def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None) -> None:
-        self.adapter = ModelAdapter(model, score)
+    def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None, *,
+                 output: OutputSelector = None) -> None:
+        self.adapter = ModelAdapter(model, score, output=output)
 
     @contextlib.contextmanager
     def _prepared(self, inputs: Any, target: Any, *, chunk_points: int | None = None,
-                  default_target: Callable[[torch.Tensor, int], torch.Tensor] | None = None
-                  ) -> Iterator[PreparedCall]:
+                  default_target: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                  extra_inputs: Any = None) -> Iterator[PreparedCall]:
         """The shared prologue; the model stays frozen for the duration of the block.
 
         ``default_target(x, n_outputs)`` gives the targets used when ``target`` is None and the model has
@@ -64,13 +67,14 @@ class PerSampleMethod:
         inputs = checked_inputs(inputs)
         with self.adapter.frozen():
             x = self.adapter.prepare_inputs(inputs)
-            n_outputs = self.adapter.n_outputs(x)
+            extras = checked_extra_inputs(extra_inputs, len(x), x.device)
+            n_outputs = self.adapter.n_outputs(x, extras)
             if target is None and default_target is not None and n_outputs > 1:
-                target = default_target(x, n_outputs)
+                target = default_target(x, n_outputs, extras)
             outputs, per_sample = resolve_targets(target, n_outputs, len(x), x.device)
             integrator = PathIntegrator(self.adapter, chunk_points=chunk_points)
-            integrator.configure(x, outputs)
-            yield PreparedCall(inputs, x, outputs, per_sample, integrator)
+            integrator.configure(x, outputs, extras)
+            yield PreparedCall(inputs, x, outputs, per_sample, integrator, extras)
 
     @staticmethod
     def _returned(call: PreparedCall, integrals: PathIntegrals, return_convergence_delta: bool,
@@ -93,6 +97,23 @@ def checked_inputs(inputs: Any) -> torch.Tensor:
         raise ShapeError("inputs must be a non-empty batch of shape (n, *x_shape)")
     check_finite(inputs, "input")
     return inputs.detach()
+
+
+def checked_extra_inputs(extra_inputs: Any, n: int, device: torch.device) -> Extras:
+    """The ``extra_inputs`` argument: a dict of keyword inputs of the model, one row per sample, on ``device``."""
+    if extra_inputs is None:
+        return {}
+    if not isinstance(extra_inputs, dict) or not all(isinstance(name, str) for name in extra_inputs):
+        raise InputError("extra_inputs must be a dict of keyword arguments of the model, e.g. "
+                         f"{{'attention_mask': mask}}, got {type(extra_inputs).__name__}")
+    extras = {}
+    for name, value in extra_inputs.items():
+        tensor = as_tensor(value, f"extra_inputs[{name!r}]").detach()
+        if tensor.ndim == 0 or len(tensor) != n:
+            raise ShapeError(f"extra_inputs[{name!r}] has shape {tuple(tensor.shape)}; it needs one row per sample "
+                             f"({n})")
+        extras[name] = tensor.to(device)
+    return extras
 
 
 def resolve_targets(target: Any, n_outputs: int, n: int,

@@ -29,7 +29,7 @@ from igcorr._docs import fill_doc
 from igcorr._validation import check_optional_positive_int, check_positive_int, check_seed
 from igcorr.attribution.base import PerSampleMethod, per_sample_baselines
 from igcorr.errors import NonFiniteError, ShapeError
-from igcorr.model import ModelAdapter
+from igcorr.model import Extras, ModelAdapter, take_rows
 from igcorr.paths.budget import DEFAULT_CHUNK_POINTS
 from igcorr.paths.integrator import PathIntegrals
 from igcorr.seeding import keyed_uint64
@@ -77,7 +77,7 @@ def permutation_orders(seed: int, indices: np.ndarray, n_permutations: int,
 
 def baseline_shapley(adapter: ModelAdapter, x: torch.Tensor, baselines: torch.Tensor, outputs: torch.Tensor, *,
                      n_permutations: int, seed: int, indices: np.ndarray, chunk_points: int = DEFAULT_CHUNK_POINTS,
-                     per_sample_output: torch.Tensor | None = None) -> PathIntegrals:
+                     per_sample_output: torch.Tensor | None = None, extras: Extras | None = None) -> PathIntegrals:
     """Baseline Shapley values of a batch, averaged over sampled orderings and the baselines.
 
     The model is evaluated in its own dtype on the (sample, baseline, ordering, step) coalition points, in
@@ -102,6 +102,8 @@ def baseline_shapley(adapter: ModelAdapter, x: torch.Tensor, baselines: torch.Te
         Coalition points per forward pass.
     per_sample_output : LongTensor (n,), optional
         Attribute for sample j only ``outputs[per_sample_output[j]]`` (K = 1 in the result).
+    extras : dict of Tensor (n, ...), optional
+        The samples' other model inputs, handed to the model with each of their coalitions.
 
     Returns
     -------
@@ -146,7 +148,7 @@ def baseline_shapley(adapter: ModelAdapter, x: torch.Tensor, baselines: torch.Te
             order_row = sample * n_permutations + walk % n_permutations
             switched = rank[order_row] < step.unsqueeze(1)
             points = torch.where(switched, inputs[sample], starts[start_row]).reshape(len(point), *x_shape)
-            scores = adapter.scores(points)[:, outputs]
+            scores = adapter.scores(points, extras=take_rows(extras, sample))[:, outputs]
             if per_sample_output is not None:
                 scores = scores.gather(1, per_sample_output[sample].unsqueeze(1))
             scores = scores.to(torch.float64)
@@ -181,6 +183,7 @@ class BaselineShapley(PerSampleMethod):
     ----------
     %(model)s
     %(score)s
+    %(output)s
 
     Notes
     -----
@@ -192,8 +195,8 @@ class BaselineShapley(PerSampleMethod):
     @fill_doc
     def attribute(self, inputs: torch.Tensor, baselines: Any = None,
                   target: int | Sequence[int] | torch.Tensor | None = None, n_permutations: int = 25, seed: int = 0,
-                  return_convergence_delta: bool = False,
-                  chunk_points: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                  return_convergence_delta: bool = False, chunk_points: int | None = None,
+                  extra_inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attribute ``target`` of each input sample.
 
         Parameters
@@ -209,6 +212,7 @@ class BaselineShapley(PerSampleMethod):
             Also return Σ_i BS − (f(x) − mean_b f(b)) per sample, shape (n,) (zero up to rounding).
         chunk_points : int, optional
             Coalition points per forward pass.
+        %(extra_inputs)s
 
         Returns
         -------
@@ -217,9 +221,9 @@ class BaselineShapley(PerSampleMethod):
         seed = check_seed(seed)
         n_permutations = check_n_permutations(n_permutations)
         chunk_points = check_optional_positive_int(chunk_points, "chunk_points") or DEFAULT_CHUNK_POINTS
-        with self._prepared(inputs, target, chunk_points=chunk_points) as call:
+        with self._prepared(inputs, target, chunk_points=chunk_points, extra_inputs=extra_inputs) as call:
             stack = per_sample_baselines(baselines, call.x)
             values = baseline_shapley(self.adapter, call.x, stack, call.outputs, n_permutations=n_permutations,
                                       seed=seed, indices=np.arange(len(call.x)), chunk_points=chunk_points,
-                                      per_sample_output=call.per_sample)
+                                      per_sample_output=call.per_sample, extras=call.extras)
         return self._returned(call, values, return_convergence_delta)

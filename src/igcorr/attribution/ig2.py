@@ -24,7 +24,7 @@ from igcorr._validation import check_bool, check_finite, check_positive_int, che
 from igcorr.attribution.base import PerSampleMethod
 from igcorr.data import DataSource, as_tensor
 from igcorr.errors import InputError, ShapeError
-from igcorr.model import ScoreLike
+from igcorr.model import Extras, OutputSelector, ScoreLike
 from igcorr.paths.gradient import (DEFAULT_STEPS, Representation, check_clip, check_eps, check_step_size, check_steps,
                                    integrate_grad_path)
 from igcorr.seeding import keyed_permutation, keyed_uint64
@@ -110,6 +110,7 @@ class IG2(PerSampleMethod):
         captured by a forward hook during the model's own forward pass), a callable x → r(x), or None/"auto"
         for the input of the model's last ``nn.Linear`` (the paper's choice).
     %(score)s
+    %(output)s
 
     Examples
     --------
@@ -120,13 +121,15 @@ class IG2(PerSampleMethod):
     """
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], representation: Any = None,
-                 score: ScoreLike = None) -> None:
-        super().__init__(model, score)
+                 score: ScoreLike = None, *, output: OutputSelector = None) -> None:
+        super().__init__(model, score, output=output)
         self.representation = Representation(representation, model)
 
+    @fill_doc
     def attribute(self, inputs: torch.Tensor, references: Any, target: Any = None, steps: int = DEFAULT_STEPS,
                   step_size: float | str = "auto", clip: tuple[Any, Any] | None = None, return_path: bool = False,
-                  eps: float = 1e-12, chunk_points: int | None = None) -> IG2Attribution:
+                  eps: float = 1e-12, chunk_points: int | None = None,
+                  extra_inputs: dict[str, torch.Tensor] | None = None) -> IG2Attribution:
         """Attribute ``target`` of each input along its GradPaths towards the references.
 
         Parameters
@@ -152,6 +155,7 @@ class IG2(PerSampleMethod):
             ε of the gradient normalisation u = g / (‖g‖₂ + ε).
         chunk_points : int, optional
             Pairs advanced together per forward pass (default: from the memory budget).
+        %(extra_inputs)s
 
         Returns
         -------
@@ -170,16 +174,17 @@ class IG2(PerSampleMethod):
         return_path = check_bool(return_path, "return_path")
         eps = check_eps(eps)
 
-        def predicted_class(x: torch.Tensor, n_outputs: int) -> torch.Tensor:
-            return self.adapter.evaluate(x, torch.arange(n_outputs, device=x.device)).argmax(dim=1)
+        def predicted_class(x: torch.Tensor, n_outputs: int, extras: Extras) -> torch.Tensor:
+            return self.adapter.evaluate(x, torch.arange(n_outputs, device=x.device), extras=extras).argmax(dim=1)
 
-        with self._prepared(inputs, target, chunk_points=chunk_points, default_target=predicted_class) as call:
+        with self._prepared(inputs, target, chunk_points=chunk_points, default_target=predicted_class,
+                            extra_inputs=extra_inputs) as call:
             x = call.x
             stack = reference_stack(references, x)
             representation = self.representation.resolved(self.adapter, x)
             integrals, walk = integrate_grad_path(call.integrator, representation, x, stack, steps=steps,
                                                   step_size=step_size, clip=clip, per_sample_output=call.per_sample,
-                                                  return_path=return_path, eps=eps)
+                                                  return_path=return_path, eps=eps, extras=call.extras)
         inputs, outputs, per_sample = call.inputs, call.outputs, call.per_sample
         chosen = outputs[per_sample] if per_sample is not None else outputs.expand(len(x))
         back = {"device": inputs.device, "dtype": inputs.dtype}

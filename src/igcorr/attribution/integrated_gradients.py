@@ -26,12 +26,14 @@ class IntegratedGradients(PerSampleMethod):
     ----------
     %(model)s
     %(score)s
+    %(output)s
     """
 
     @fill_doc
     def attribute(self, inputs: torch.Tensor, baselines: Any = None, target: int | Sequence[int] | torch.Tensor | None = None,
                   n_steps: int = 50, method: str = "trapezoid", return_convergence_delta: bool = False,
-                  chunk_points: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                  chunk_points: int | None = None,
+                  extra_inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attribute ``target`` of each input sample.
 
         Parameters
@@ -48,13 +50,15 @@ class IntegratedGradients(PerSampleMethod):
             Also return Σ_i IG − (f(x) − mean_b f(b)) per sample, shape (n,).
         chunk_points : int, optional
             Path points per forward pass.
+        %(extra_inputs)s
 
         Returns
         -------
         Tensor of the inputs' shape and dtype (and the delta, if asked).
         """
         rule = quadrature_rule(method, n_steps)
-        with self._prepared(inputs, target, chunk_points=chunk_points) as call:
+        with self._prepared(inputs, target, chunk_points=chunk_points, extra_inputs=extra_inputs) as call:
             stack = per_sample_baselines(baselines, call.x)
-            integrals = integrate_straight(call.integrator, call.x, stack, rule, per_sample_output=call.per_sample)
+            integrals = integrate_straight(call.integrator, call.x, stack, rule, per_sample_output=call.per_sample,
+                                           extras=call.extras)
         return self._returned(call, integrals, return_convergence_delta)

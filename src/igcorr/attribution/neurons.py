@@ -36,7 +36,7 @@ from igcorr.attribution.base import PerSampleMethod, per_sample_baselines
 from igcorr.attribution.integrated_gradients import IntegratedGradients
 from igcorr.data import as_tensor
 from igcorr.errors import InputError
-from igcorr.model import ScoreLike
+from igcorr.model import OutputSelector, ScoreLike
 from igcorr.paths.integrator import PathIntegrals
 from igcorr.paths.layer import JVP_MODES, LayerCut, integrate_layer, region_mask
 from igcorr.paths.quadrature import rule as quadrature_rule
@@ -93,11 +93,13 @@ class InternalNeurons(PerSampleMethod):
         input to the output must pass through it (no skip connection around it), and it must run once per
         forward pass; both are checked.
     %(score)s
+    %(output)s
     """
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], layer: str | nn.Module,
-                 score: ScoreLike = None) -> None:
-        super().__init__(model, score)
+                 score: ScoreLike = None, *, output: OutputSelector = None) -> None:
+        super().__init__(model, score, output=output)
+        self.output = output
         self.layer = layer
         self.cut = LayerCut(self.adapter, layer)
         self.model = model
@@ -105,21 +107,23 @@ class InternalNeurons(PerSampleMethod):
 
     # -- per sample
     def _per_sample(self, inputs: Any, region: Any, baselines: Any, target: Any, n_steps: int, method: str,
-                    jvp: str, chunk_points: int | None) -> tuple[PathIntegrals, torch.Tensor]:
+                    jvp: str, chunk_points: int | None,
+                    extra_inputs: dict[str, torch.Tensor] | None) -> tuple[PathIntegrals, torch.Tensor]:
         jvp = check_choice(jvp, "jvp", JVP_MODES)
         rule = quadrature_rule(method, n_steps)
-        with self._prepared(inputs, target, chunk_points=chunk_points) as call:
+        with self._prepared(inputs, target, chunk_points=chunk_points, extra_inputs=extra_inputs) as call:
             mask = None if region is None else region_mask(region, call.x)
-            self.cut.check(self.adapter, call.x)
+            self.cut.check(self.adapter, call.x, call.extras)
             stack = per_sample_baselines(baselines, call.x)
             integrals = integrate_layer(call.integrator, self.cut, call.x, stack, mask, rule,
-                                        per_sample_output=call.per_sample, jvp=jvp)
+                                        per_sample_output=call.per_sample, jvp=jvp, extras=call.extras)
         return integrals, call.inputs
 
     @fill_doc
     def conductance(self, inputs: Any, baselines: Any = None, target: Any = None, n_steps: int = 50,
                     method: str = "trapezoid", return_convergence_delta: bool = False, jvp: str = "forward",
-                    chunk_points: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                    chunk_points: int | None = None,
+                    extra_inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Conductance of every unit of the layer: Σ_i C_{j,i}, whose sum over units is the input-space IG total.
 
         Parameters
@@ -137,12 +141,14 @@ class InternalNeurons(PerSampleMethod):
             How the Jacobian-vector product of g is taken (same result).
         chunk_points : int, optional
             Path points per forward pass.
+        %(extra_inputs)s
 
         Returns
         -------
         Tensor (n, *layer_shape) in the inputs' dtype (and the delta, float64 (n,), if asked).
         """
-        integrals, inputs = self._per_sample(inputs, None, baselines, target, n_steps, method, jvp, chunk_points)
+        integrals, inputs = self._per_sample(inputs, None, baselines, target, n_steps, method, jvp, chunk_points,
+                                             extra_inputs)
         values = integrals.attributions[:, 0].to(device=inputs.device, dtype=inputs.dtype)
         if not return_convergence_delta:
             return values
@@ -150,7 +156,8 @@ class InternalNeurons(PerSampleMethod):
 
     def region_attribution(self, inputs: Any, region: Any, baselines: Any = None, target: Any = None,
                            n_steps: int = 50, method: str = "trapezoid", jvp: str = "forward",
-                           chunk_points: int | None = None) -> torch.Tensor:
+                           chunk_points: int | None = None,
+                           extra_inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Region-to-neuron attribution A_j^S = Σ_{i∈S} C_{j,i} of every unit j of the layer.
 
         Σ_j A_j^S = Σ_{i∈S} IG_i (same baselines, rule and steps), and A^S summed over a partition of the input
@@ -162,7 +169,7 @@ class InternalNeurons(PerSampleMethod):
         inputs : Tensor (n, *x_shape)
         region : boolean Tensor x_shape or (n, *x_shape)
             The input region S (shared, or one per sample).
-        baselines, target, n_steps, method, jvp, chunk_points
+        baselines, target, n_steps, method, jvp, chunk_points, extra_inputs
             As for :meth:`conductance`.
 
         Returns
@@ -171,7 +178,8 @@ class InternalNeurons(PerSampleMethod):
         """
         if region is None:
             raise InputError("region_attribution needs a region mask; for all inputs use conductance()")
-        integrals, inputs = self._per_sample(inputs, region, baselines, target, n_steps, method, jvp, chunk_points)
+        integrals, inputs = self._per_sample(inputs, region, baselines, target, n_steps, method, jvp, chunk_points,
+                                             extra_inputs)
         return integrals.attributions[:, 0].to(device=inputs.device, dtype=inputs.dtype)
 
     # -- dataset-wise
@@ -321,7 +329,7 @@ class InternalNeurons(PerSampleMethod):
         for count in counts_array:
             with self.ablated(order[:count]):
                 if labels is None:
-                    attributions = IntegratedGradients(self.model, self.score).attribute(
+                    attributions = IntegratedGradients(self.model, self.score, output=self.output).attribute(
                         inputs, baselines, target, n_steps=n_steps, method=method).to(torch.float64)
                     mask = region_mask(region, attributions).to(attributions.device)
                     flat, flat_mask = attributions.reshape(len(inputs), -1), mask.reshape(len(inputs), -1)
@@ -330,7 +338,7 @@ class InternalNeurons(PerSampleMethod):
                 else:
                     from igcorr.dataset.methods import IGC  # the dataset layer imports this module
 
-                    result = IGC(self.model, self.score).attribute(
+                    result = IGC(self.model, self.score, output=self.output).attribute(
                         (inputs, labels), baselines=baselines, n_steps=n_steps, method=method,
                         outputs=[int(target)], progress=False)
                     mask = region_mask(region, torch.as_tensor(result.maps), per_sample=False)[0].cpu().numpy()

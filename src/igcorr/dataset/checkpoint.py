@@ -97,6 +97,7 @@ class Checkpoint:
         #: inputs on which the model's behaviour is recorded, and how the run scores them; on resume the model
         #: scores the checkpoint's own probe inputs and must agree within PROBE_TOLERANCE
         self.probe_inputs: torch.Tensor | None = None
+        self.probe_extras: dict[str, torch.Tensor] = {}
         self.score_probe: Any = None
         self.every_seconds = float(every_seconds)
         self._last_write = time.monotonic()
@@ -142,7 +143,8 @@ class Checkpoint:
         ]
         differences += [f"{key}: only in the checkpoint" for key in saved["fingerprint"] if key not in self.fingerprint]
         if not differences:
-            probe_difference = self._probe_difference(saved.get("probe_inputs"), saved.get("probe_scores"))
+            probe_difference = self._probe_difference(saved.get("probe_inputs"), saved.get("probe_extras") or {},
+                                                      saved.get("probe_scores"))
             if probe_difference is not None:
                 differences.append(probe_difference)
         if differences:
@@ -168,13 +170,16 @@ class Checkpoint:
                 f"is impossible for this run's samples {start}..{'end' if end is None else end - 1}; delete it"
             )
 
-    def _probe_difference(self, inputs: Any, scores: Any) -> str | None:
+    def _probe_difference(self, inputs: Any, extras: Any, scores: Any) -> str | None:
         if self.score_probe is None:
             return None
         if not isinstance(inputs, torch.Tensor) or not isinstance(scores, torch.Tensor):
             return "model scores: not recorded in the checkpoint"
         theirs = scores.to(torch.float64)
-        ours = torch.as_tensor(self.score_probe(inputs), dtype=torch.float64).cpu()
+        if not isinstance(extras, dict) or set(extras) != set(self.probe_extras):
+            return f"model inputs: {sorted(extras) if isinstance(extras, dict) else extras} in the checkpoint, " \
+                   f"{sorted(self.probe_extras)} now"
+        ours = torch.as_tensor(self.score_probe(inputs, extras), dtype=torch.float64).cpu()
         if ours.shape != theirs.shape:
             return f"model scores: shape {tuple(theirs.shape)} in the checkpoint, {tuple(ours.shape)} now"
         scale = float(theirs.abs().max()) + 1e-30 if theirs.numel() else 1.0
@@ -203,9 +208,11 @@ class Checkpoint:
         """Write the reducer state, the position and the data digest atomically."""
         state = {name: tensor.detach().cpu() for name, tensor in reducer.state_dict().items()}
         if self.score_probe is not None and self._probe_scores is None:
-            self._probe_scores = torch.as_tensor(self.score_probe(self.probe_inputs), dtype=torch.float64).cpu()
+            self._probe_scores = torch.as_tensor(self.score_probe(self.probe_inputs, self.probe_extras),
+                                                 dtype=torch.float64).cpu()
         payload = {"format_version": FORMAT_VERSION, "fingerprint": self.fingerprint, "state": state,
-                   "probe_inputs": self.probe_inputs, "probe_scores": self._probe_scores,
+                   "probe_inputs": self.probe_inputs, "probe_extras": self.probe_extras,
+                   "probe_scores": self._probe_scores,
                    "next": int(next_sample), "seen": int(seen), "complete": bool(complete),
                    "data_sha256": digest.hexdigest()}
         atomic_write(self.path, lambda handle: torch.save(payload, handle), "checkpoint")

@@ -27,7 +27,7 @@ from igcorr._validation import check_choice, check_int, check_number, check_posi
 from igcorr.attribution.baseline_shapley import baseline_shapley, check_n_permutations
 from igcorr.attribution.ig2 import OtherClassReferences
 from igcorr.errors import InputError
-from igcorr.model import ModelAdapter
+from igcorr.model import Extras, ModelAdapter
 from igcorr.paths.gradient import (DEFAULT_STEPS, Representation, check_clip, check_eps, check_step_size,
                                    check_steps, integrate_grad_path)
 from igcorr.paths.integrator import PathIntegrals, PathIntegrator
@@ -41,7 +41,7 @@ DEFAULT_STEPS_STRAIGHT = 64
 #: default starting number of nodes of adaptive quadrature
 DEFAULT_ADAPTIVE_START = 9
 
-PerBatch = Callable[[torch.Tensor, np.ndarray], "PathIntegrals | None"]
+PerBatch = Callable[[torch.Tensor, np.ndarray, Extras], "PathIntegrals | None"]
 
 
 @dataclass
@@ -64,6 +64,8 @@ class RunSetup:
         The baselines (prepared for the data).
     probe : Tensor
         The first samples of the data, on the model's device.
+    probe_extras : dict of Tensor
+        Their extra (not attributed) model inputs.
     """
 
     adapter: ModelAdapter
@@ -73,6 +75,7 @@ class RunSetup:
     seed: int
     baselines: baseline_forms.BaselineSpec
     probe: torch.Tensor
+    probe_extras: Extras = field(default_factory=dict)
 
 
 class Estimator:
@@ -90,7 +93,8 @@ class Estimator:
         raise NotImplementedError
 
     def bind(self, run: RunSetup) -> PerBatch:
-        """The per-batch function ``(x, indices) -> PathIntegrals`` (or None) of one run."""
+        """The per-batch function ``(x, indices, extras) -> PathIntegrals`` (or None) of one run; ``extras`` are
+        the samples' model inputs that are not attributed."""
         raise NotImplementedError
 
 
@@ -109,9 +113,10 @@ class FixedRule(Estimator):
         return {"n_steps": len(self.rule.nodes), "method": self.method}
 
     def bind(self, run: RunSetup) -> PerBatch:
-        def per_batch(x: torch.Tensor, indices: np.ndarray) -> PathIntegrals:
+        def per_batch(x: torch.Tensor, indices: np.ndarray, extras: Extras) -> PathIntegrals:
             baselines = run.baselines.for_samples(indices, x)
-            return integrate_straight(run.integrator, x, baselines, self.rule, first_index=int(indices[0]))
+            return integrate_straight(run.integrator, x, baselines, self.rule, first_index=int(indices[0]),
+                                      extras=extras)
         return per_batch
 
 
@@ -136,11 +141,11 @@ class Adaptive(Estimator):
                 "max_steps": int(self.max_steps)}
 
     def bind(self, run: RunSetup) -> PerBatch:
-        def per_batch(x: torch.Tensor, indices: np.ndarray) -> PathIntegrals:
+        def per_batch(x: torch.Tensor, indices: np.ndarray, extras: Extras) -> PathIntegrals:
             baselines = run.baselines.for_samples(indices, x)
             return integrate_adaptive(run.integrator, x, baselines, float(self.tolerance),
                                       start_steps=int(self.start_steps), max_steps=int(self.max_steps),
-                                      first_index=int(indices[0]))
+                                      first_index=int(indices[0]), extras=extras)
         return per_batch
 
 
@@ -164,11 +169,11 @@ class MonteCarlo(Estimator):
     def bind(self, run: RunSetup) -> PerBatch:
         one_node = Rule(np.array([0.5]), np.array([1.0]))
 
-        def per_batch(x: torch.Tensor, indices: np.ndarray) -> PathIntegrals:
+        def per_batch(x: torch.Tensor, indices: np.ndarray, extras: Extras) -> PathIntegrals:
             baselines = run.baselines.for_samples(indices, x)
             alphas = stratified_nodes(run.seed, indices, baselines.shape[1]).to(x.device)
             return integrate_straight(run.integrator, x, baselines, one_node, path_alphas=alphas,
-                                      first_index=int(indices[0]))
+                                      first_index=int(indices[0]), extras=extras)
         return per_batch
 
 
@@ -223,16 +228,16 @@ class IG2Path(Estimator):
         representation = Representation(self.representation, run.adapter.model).resolved(run.adapter, run.probe)
         everything = torch.arange(run.n_model_outputs, device=run.probe.device)
 
-        def per_batch(x: torch.Tensor, indices: np.ndarray) -> PathIntegrals:
+        def per_batch(x: torch.Tensor, indices: np.ndarray, extras: Extras) -> PathIntegrals:
             spec = run.baselines
             if isinstance(spec, OtherClassReferences):
-                predicted = run.adapter.evaluate(x, everything).argmax(dim=1)
+                predicted = run.adapter.evaluate(x, everything, extras=extras).argmax(dim=1)
                 references = spec.for_samples(indices, x, predicted)
             else:
                 references = spec.for_samples(indices, x)
             integrals, _ = integrate_grad_path(run.integrator, representation, x, references, steps=self.steps,
                                                step_size=self.step_size, clip=self.clip, eps=self.eps,
-                                               first_index=int(indices[0]))
+                                               first_index=int(indices[0]), extras=extras)
             return integrals
         return per_batch
 
@@ -258,13 +263,13 @@ class LayerRegion(Estimator):
     def bind(self, run: RunSetup) -> PerBatch:
         rule = quadrature_rule(self.method, self.n_steps)
         cut = LayerCut(run.adapter, self.layer)
-        cut.check(run.adapter, run.probe)
+        cut.check(run.adapter, run.probe, run.probe_extras)
         region = region_mask(self.region, run.probe, per_sample=False)[:1]
 
-        def per_batch(x: torch.Tensor, indices: np.ndarray) -> PathIntegrals:
+        def per_batch(x: torch.Tensor, indices: np.ndarray, extras: Extras) -> PathIntegrals:
             baselines = run.baselines.for_samples(indices, x)
             return integrate_layer(run.integrator, cut, x, baselines, region.expand(len(x), *x.shape[1:]), rule,
-                                   jvp=self.jvp, first_index=int(indices[0]))
+                                   jvp=self.jvp, first_index=int(indices[0]), extras=extras)
         return per_batch
 
 
@@ -282,10 +287,11 @@ class ShapleySampling(Estimator):
         return {"n_permutations": int(self.n_permutations)}
 
     def bind(self, run: RunSetup) -> PerBatch:
-        def per_batch(x: torch.Tensor, indices: np.ndarray) -> PathIntegrals:
+        def per_batch(x: torch.Tensor, indices: np.ndarray, extras: Extras) -> PathIntegrals:
             baselines = run.baselines.for_samples(indices, x)
             return baseline_shapley(run.adapter, x, baselines, run.outputs, n_permutations=int(self.n_permutations),
-                                    seed=run.seed, indices=indices, chunk_points=run.integrator.chunk_points)
+                                    seed=run.seed, indices=indices, chunk_points=run.integrator.chunk_points,
+                                    extras=extras)
         return per_batch
 
 
@@ -299,7 +305,7 @@ class NoAttribution(Estimator):
         return {}
 
     def bind(self, run: RunSetup) -> PerBatch:
-        return lambda x, indices: None
+        return lambda x, indices, extras: None
 
 
 ESTIMATORS = ("quadrature", "montecarlo")

@@ -27,7 +27,7 @@ from igcorr.dataset.run import DatasetRun, EngineOptions, RunOptions, RunOutcome
 from igcorr.dataset.targets import encode_targets, target_columns
 from igcorr.errors import InputError
 from igcorr.inputs import InputLayout
-from igcorr.model import ModelAdapter, ScoreLike
+from igcorr.model import ModelAdapter, OutputSelector, ScoreLike
 from igcorr.paths.budget import MemoryBudget
 from igcorr.paths.integrator import OUTPUT_STRATEGIES
 from igcorr.reducers import CorrelationReducer, MomentsReducer, PearsonReducer, Reducer, TTestReducer
@@ -43,10 +43,13 @@ class DatasetMethod:
     ----------
     %(model)s
     %(score)s
+    %(output)s
     max_memory : int, optional
-        The memory budget in bytes (default: a quarter of the available memory, at most 4 GiB): the chunks of
-        path points are sized to fit it, and a quarter of it (at most 128 MiB) bounds a batch's per-sample
-        attributions and baselines when ``batch_size`` is not given. See :mod:`igcorr.paths.budget`.
+        The memory budget in bytes (default: a quarter of the available memory, at most 4 GiB). The chunks of
+        path points take at most three quarters of it and a batch's per-sample buffers (attributions, baselines,
+        Monte-Carlo draws) the last quarter (at most 128 MiB when ``batch_size`` is not given); the state the run
+        accumulates (maps, permutations, bootstrap replicates) must fit it too, which is checked before any path
+        integral. See :mod:`igcorr.paths.budget`.
     output_strategy : {"auto", "loop", "batched"}
         One backward pass per output, or all outputs in one batched pass; "auto" times both on the first chunks.
     chunk_points : int, optional
@@ -75,11 +78,11 @@ class DatasetMethod:
     def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None, *,
                  max_memory: int | None = None, output_strategy: str = "auto", readout: Any = "auto",
                  inputs: InputLayout | None = None, autocast: str | None = None, compile: bool | dict = False,
-                 chunk_points: int | None = None) -> None:
+                 chunk_points: int | None = None, output: OutputSelector = None) -> None:
         MemoryBudget.of(max_memory)  # validates max_memory now, not at the first call
         check_choice(output_strategy, "output_strategy", OUTPUT_STRATEGIES)
         check_optional_positive_int(chunk_points, "chunk_points")
-        self.adapter = ModelAdapter(model, score, readout=readout, autocast=autocast, compile=compile)
+        self.adapter = ModelAdapter(model, score, readout=readout, autocast=autocast, compile=compile, output=output)
         self.engine_options = EngineOptions(max_memory, chunk_points, output_strategy, inputs)
         self.model = model
         self.score = score

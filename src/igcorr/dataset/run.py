@@ -29,7 +29,7 @@ from igcorr import distributed
 from igcorr._validation import check_bool, check_optional_positive_int, check_seed
 from igcorr.data import Batch, DataSource
 from igcorr.dataset.checkpoint import DEFAULT_EVERY_SECONDS, Checkpoint, DataDigest, model_fingerprint
-from igcorr.dataset.estimators import Estimator, RunSetup
+from igcorr.dataset.estimators import Estimator, MonteCarlo, RunSetup
 from igcorr.dataset.targets import all_targets, encode_targets
 from igcorr.errors import InputError, ShapeError
 from igcorr.inputs import InputLayout, choose_layout
@@ -167,16 +167,17 @@ class DatasetRun:
             source.layout = layout
             adapter = self.adapter.with_forward(layout.wrap(self.adapter.model))
             probe = adapter.prepare_inputs(source.head(4))
+            probe_extras = _on(source.extras(raw_probe), probe.device)
             x_shape = tuple(probe.shape[1:])
             map_shape = tuple(layout.reduce(torch.zeros((1, 1) + x_shape, dtype=probe.dtype)).shape[2:])
-            n_model_outputs = adapter.n_outputs(probe)
-            adapter.check_batch_independence(probe)
+            n_model_outputs = adapter.n_outputs(probe, probe_extras)
+            adapter.check_batch_independence(probe, probe_extras)
             selected = resolve_outputs(outputs, n_model_outputs)
             output_index = torch.as_tensor(selected, dtype=torch.int64, device=probe.device)
             integrator = PathIntegrator(adapter, max_memory=self.engine.max_memory,
                                         chunk_points=self.engine.chunk_points,
                                         output_strategy=self.engine.output_strategy)
-            integrator.configure(probe, output_index)
+            integrator.configure(probe, output_index, probe_extras)
             spec = baselines if baselines is not None and estimator.uses_baselines else _NoBaselines()
             if options.batch_size is None:
                 source.batch_size = self._batch_size(integrator.budget, len(selected), x_shape, spec, probe)
@@ -186,7 +187,7 @@ class DatasetRun:
                 prepare(source, n_model_outputs, selected, parameters)
             seed = int(options.seed)
             spec.prepare(x_shape, source, seed)
-            setup = RunSetup(adapter, integrator, output_index, n_model_outputs, seed, spec, probe)
+            setup = RunSetup(adapter, integrator, output_index, n_model_outputs, seed, spec, probe, probe_extras)
             per_batch = estimator.bind(setup)
             parameters = {**estimator.describe(), **parameters}
             recorded_shape: list[tuple[int, ...]] = []
@@ -199,7 +200,7 @@ class DatasetRun:
                     )
                 indices = np.arange(batch.start, batch.start + len(x))
                 targets = encode_targets(batch.y, n_model_outputs, selected).to(x.device)
-                integrals = per_batch(x, indices)
+                integrals = per_batch(x, indices, _on(batch.extras, x.device))
                 attributions = None if integrals is None else layout.reduce(integrals.attributions)
                 if attributions is not None and not recorded_shape:
                     recorded_shape.append(tuple(attributions.shape[2:]))
@@ -214,8 +215,10 @@ class DatasetRun:
 
             plan = inference if inference is not None and inference.active else None
             if plan is not None:
-                plan.prepare(map_shape, all_targets(source, n_model_outputs, selected).to(probe.device)
-                             if plan.permutations else None)
+                plan.prepare(map_shape, None)
+            self._check_state_memory(integrator.budget, estimator, plan, len(selected), map_shape, spec)
+            if plan is not None and plan.permutations:
+                plan.prepare(map_shape, all_targets(source, n_model_outputs, selected).to(probe.device))
             describe_baselines = spec.describe()
             if saver is not None:
                 saver.fingerprint = {
@@ -225,8 +228,10 @@ class DatasetRun:
                     **parameters, "inference": plan.describe() if plan is not None else None,
                 }
                 saver.probe_inputs = probe.detach().cpu()
-                saver.score_probe = lambda inputs: adapter.evaluate(
-                    inputs.to(device=probe.device, dtype=probe.dtype), output_index).cpu()
+                saver.probe_extras = {name: value.cpu() for name, value in probe_extras.items()}
+                saver.score_probe = lambda inputs, extras: adapter.evaluate(
+                    inputs.to(device=probe.device, dtype=probe.dtype), output_index,
+                    extras=_on(extras, probe.device)).cpu()
 
             def reducer_factory() -> Reducer:
                 main = make_reducer(selected)
@@ -261,12 +266,33 @@ class DatasetRun:
         return RunOutcome(computed, selected, n_model_outputs, seen, x_shape, map_shape, layout, metadata)
 
     @staticmethod
+    def _check_state_memory(budget: MemoryBudget, estimator: Estimator, plan: InferencePlan | None, n_outputs: int,
+                            map_shape: tuple[int, ...], spec: baseline_forms.BaselineSpec) -> None:
+        """Refuse, before any path integral, a run whose accumulated state would not fit the memory budget:
+        the maps' co-moments (three K·D float64 arrays, three more for Monte-Carlo variances) and the
+        permutation and bootstrap accumulators."""
+        features = max(1, int(np.prod(map_shape, dtype=np.int64)))
+        main = (6 if isinstance(estimator, MonteCarlo) else 3) * 8 * n_outputs * features
+        inference = plan.planned_bytes(n_outputs, features) if plan is not None else 0
+        if main + inference > budget.bytes:
+            parts = f"maps {main / 2**20:.1f} MiB" + (f", permutations/bootstrap {inference / 2**20:.1f} MiB"
+                                                      if inference else "")
+            raise InputError(
+                f"the run's accumulated state needs about {(main + inference) / 2**20:.1f} MiB ({parts}) for "
+                f"{n_outputs} outputs × {features} components, more than max_memory={budget.bytes} bytes "
+                f"({budget.bytes / 2**20:.1f} MiB). Raise max_memory, attribute fewer outputs, or keep region "
+                "statistics only (regions_only=True)"
+            )
+
+    @staticmethod
     def _batch_size(budget: MemoryBudget, n_outputs: int, x_shape: tuple[int, ...],
                     spec: baseline_forms.BaselineSpec, probe: torch.Tensor) -> int:
         """Samples per batch such that the batch's float64 attributions and its baselines (Monte-Carlo draws
-        included) take at most a quarter of the budget (and at most 128 MiB)."""
+        included, with the temporaries of drawing them) take at most a quarter of the budget (and at most
+        128 MiB); the path integrator's chunks take the rest."""
         features = max(1, int(np.prod(x_shape, dtype=np.int64)))
-        per_sample = 8 * n_outputs * features + int(getattr(spec, "count", 1)) * features * probe.element_size()
+        draws = int(getattr(spec, "count", 1))
+        per_sample = 8 * n_outputs * features + 3 * draws * features * max(probe.element_size(), 8)
         share = MemoryBudget(min(_BATCH_BYTES, budget.fraction(_BATCH_SHARE).bytes))
         fitting = share.count(per_sample, "one sample's attributions and baselines (a quarter of the budget)")
         return int(min(fitting, _MAX_DEFAULT_BATCH))
@@ -361,6 +387,10 @@ def run_reduction(source: DataSource, make_reducer: Callable[[], Reducer], step:
         part.load_state_dict(_to_device(state, device))
         merged.merge(part)
     return merged, sum(count for _, count in states)
+
+
+def _on(extras: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: value.to(device) for name, value in extras.items()}
 
 
 def _to_device(state: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

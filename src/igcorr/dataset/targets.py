@@ -94,9 +94,10 @@ TINY_TARGET = 1e-150
 
 def check_target_scale(y: torch.Tensor) -> None:
     """Refuse targets so large or so small that their variance is not representable in float64."""
-    if y.numel() == 0:
+    finite = y[torch.isfinite(y)]  # NaN and Inf are reported, with the sample, by the finiteness check
+    if finite.numel() == 0:
         return
-    largest = float(y.abs().max())
+    largest = float(finite.abs().max())
     if largest > HUGE_TARGET or 0.0 < largest < TINY_TARGET:
         raise InputError(
             f"targets reach a magnitude of {largest:.3g}, whose square {'overflows' if largest > 1 else 'underflows'} "

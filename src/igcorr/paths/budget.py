@@ -1,10 +1,11 @@
 """The memory budget every per-point allocation goes through, and the chunk tuner.
 
 A run states one budget (``max_memory``, default :func:`default_memory_budget`). The path integrator sizes its
-chunks of path points with it, the batched-cotangent strategy asks it before allocating its J × P × J
-cotangents, and the dataset run loop sizes its batches of samples (per-sample attribution buffers and the
-baselines of a batch, Monte-Carlo draws included) with it. A request that cannot fit even for one point or one
-sample is refused before any model call, with the number of bytes it needs.
+chunks of path points with three quarters of it, the batched-cotangent strategy asks it before allocating its
+J × P × J cotangents, and the dataset run loop sizes its batches of samples (per-sample attribution buffers and
+the baselines of a batch, Monte-Carlo draws included) with the last quarter; the state a run accumulates (maps,
+permutation and bootstrap accumulators) is compared with it before any path integral. A request that cannot
+fit even for one point or one sample is refused before the compute starts, with the number of bytes it needs.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from torch import nn
 from igcorr._validation import check_number, check_positive_int
 from igcorr.data import as_tensor
 from igcorr.errors import InputError, ModelError, ShapeError
-from igcorr.model import ModelAdapter, named_submodule
+from igcorr.model import Extras, ModelAdapter, named_submodule, take_rows
 from igcorr.paths.integrator import Evaluation, Path, PathChunk, PathIntegrals, PathIntegrator, TargetFunction
 
 #: default number of path steps k
@@ -112,6 +112,7 @@ class GradChunk(PathChunk):
     choice: torch.Tensor | None
     goal: torch.Tensor
     gamma: torch.Tensor
+    extras: Extras
     moved: torch.Tensor | None = None
 
 
@@ -144,8 +145,9 @@ class GradPath(Path):
     def __init__(self, adapter: ModelAdapter, representation: "Representation", x: torch.Tensor,
                  references: torch.Tensor, outputs: torch.Tensor, *, steps: int, step_size: float | str,
                  clip: tuple[Any, Any] | None = None, per_sample_output: torch.Tensor | None = None,
-                 return_path: bool = False, eps: float = 1e-12) -> None:
+                 return_path: bool = False, eps: float = 1e-12, extras: Extras | None = None) -> None:
         n, n_references = references.shape[:2]
+        self.extras = extras or {}
         self.adapter, self.representation, self.outputs = adapter, representation, outputs
         self.x, self.references = x, references
         self.x_shape = tuple(x.shape[1:])
@@ -181,17 +183,18 @@ class GradPath(Path):
             begin += len(pair)
             sample, size = self.pair_sample[pair], len(pair)
             choice = self.choice[sample] if self.choice is not None else None
+            extras = take_rows(self.extras, sample)
             _, goal = self.representation.evaluate(self.adapter, self.flat_references[pair].reshape(size, *x_shape),
-                                                   self.outputs, choice)
+                                                   self.outputs, choice, extras)
             gamma = self.flat_x[sample].clone()
             ones = torch.ones(size, dtype=self.x.dtype, device=dev)
             for step in range(self.steps):
                 points = gamma.reshape(size, *x_shape).detach().requires_grad_(True)
-                chunk = GradChunk(sample, ones, points, pair, step, choice, goal, gamma)
+                chunk = GradChunk(sample, ones, points, pair, step, choice, goal, gamma, extras)
                 yield chunk
                 gamma = chunk.moved
             scores, current = self.representation.evaluate(self.adapter, gamma.reshape(size, *x_shape),
-                                                           self.outputs, choice)
+                                                           self.outputs, choice, extras)
             self.endpoint_scores[pair] = scores.to(torch.float64)
             self.flat_distances[pair, self.steps] = (current - goal).to(torch.float64).square().sum(dim=1).sqrt()
             self.endpoints[pair] = gamma
@@ -200,7 +203,7 @@ class GradPath(Path):
 
     def evaluate(self, chunk: GradChunk, targets: TargetFunction) -> Evaluation:
         points, size = chunk.points, len(chunk.sample)
-        differentiated, scores, current = self.representation.forward(targets, points, chunk.choice)
+        differentiated, scores, current = self.representation.forward(targets, points, chunk.choice, chunk.extras)
         distance = (current - chunk.goal).square().sum(dim=1)
         (pull,) = torch.autograd.grad(distance.sum(), points, retain_graph=True, allow_unused=True)
         if chunk.step == 0:
@@ -234,11 +237,12 @@ class GradPath(Path):
 def integrate_grad_path(integrator: PathIntegrator, representation: "Representation", x: torch.Tensor,
                         references: torch.Tensor, *, steps: int, step_size: float | str,
                         clip: tuple[Any, Any] | None = None, per_sample_output: torch.Tensor | None = None,
-                        return_path: bool = False, eps: float = 1e-12, first_index: int = 0) -> tuple[PathIntegrals, GradPath]:
+                        return_path: bool = False, eps: float = 1e-12, first_index: int = 0,
+                        extras: Extras | None = None) -> tuple[PathIntegrals, GradPath]:
     """IG2 of a batch along its GradPaths (configured outputs); returns the integrals and the walked path."""
     path = GradPath(integrator.adapter, representation, x, references, integrator.outputs, steps=steps,
                     step_size=step_size, clip=clip, per_sample_output=per_sample_output, return_path=return_path,
-                    eps=eps)
+                    eps=eps, extras=extras)
     return integrator.integrate(path, first_index=first_index), path
 
 
@@ -327,26 +331,26 @@ class Representation:
             )
         return store[0].reshape(len(store[0]), -1)
 
-    def forward(self, targets_of: TargetFunction, points: torch.Tensor,
-                choice: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, targets_of: TargetFunction, points: torch.Tensor, choice: torch.Tensor | None,
+                extras: Extras | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One forward pass: (differentiated targets (P, J), attributed scores (P, K), r(points) (P, m))."""
         if self.function is not None:
-            targets, scores = targets_of(points, choice)
+            targets, scores = targets_of(points, choice, extras)
             return targets, scores, _flat_representation(self.function(points), len(points))
         with self._captured() as store:
-            targets, scores = targets_of(points, choice)
+            targets, scores = targets_of(points, choice, extras)
         return targets, scores, self._single(store)
 
     def evaluate(self, adapter: ModelAdapter, points: torch.Tensor, outputs: torch.Tensor,
-                 choice: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                 choice: torch.Tensor | None, extras: Extras | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Without gradients: (attributed scores (P, K), r(points) (P, m))."""
         with torch.no_grad():
             if self.function is not None:
                 representation = _flat_representation(self.function(points), len(points))
-                scores = adapter.scores(points)[:, outputs]
+                scores = adapter.scores(points, extras=extras)[:, outputs]
             else:
                 with self._captured() as store:
-                    scores = adapter.scores(points)[:, outputs]
+                    scores = adapter.scores(points, extras=extras)[:, outputs]
                 representation = self._single(store)
         if choice is not None:
             scores = scores.gather(1, choice.unsqueeze(1))

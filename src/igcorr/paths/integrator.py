@@ -28,10 +28,12 @@ import torch
 
 from igcorr._validation import check_choice, check_optional_positive_int
 from igcorr.errors import NonFiniteError
-from igcorr.model import ModelAdapter, Readout
+from igcorr.model import Extras, ModelAdapter, Readout
 from igcorr.paths.budget import CHUNK_CANDIDATES, DEFAULT_CHUNK_POINTS, ChunkTuning, MemoryBudget
 
 OUTPUT_STRATEGIES = ("auto", "loop", "batched")
+#: share of the memory budget the chunks of path points may take; the rest holds a batch's per-sample buffers
+CHUNK_SHARE = 0.75
 
 
 @dataclass
@@ -114,7 +116,8 @@ class Path:
         raise NotImplementedError
 
     def evaluate(self, chunk: PathChunk, targets: "TargetFunction") -> Evaluation:
-        """The forward pass over ``chunk`` (gradients enabled); ``targets(points, choice)`` runs the model."""
+        """The forward pass over ``chunk`` (gradients enabled); ``targets(points, choice, extras)`` runs the
+        model."""
         raise NotImplementedError
 
     def finish(self, integrals: torch.Tensor, squares: torch.Tensor | None) -> PathIntegrals:
@@ -122,7 +125,7 @@ class Path:
         raise NotImplementedError
 
 
-TargetFunction = Callable[[torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
+TargetFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 class PathIntegrator:
@@ -157,7 +160,7 @@ class PathIntegrator:
         self._readout_input: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ configuration
-    def configure(self, x: torch.Tensor, outputs: torch.Tensor) -> None:
+    def configure(self, x: torch.Tensor, outputs: torch.Tensor, extras: Extras | None = None) -> None:
         """Resolve the readout shortcut and the chunk sizes for attributing ``outputs`` of inputs like ``x``.
 
         Raises
@@ -166,12 +169,13 @@ class PathIntegrator:
             If the memory budget cannot hold a single path point.
         """
         self.outputs = outputs
-        self.readout = self.adapter.find_readout(x, len(outputs))
+        self.readout = self.adapter.find_readout(x, len(outputs), extras)
         width = self.readout.width if self.readout is not None else len(outputs)
         if self.fixed_chunk_points is not None:
             sizes = [self.fixed_chunk_points]
         else:
-            largest = self.budget.count(self.bytes_per_point(x, width), "one path point (activations and gradients)")
+            largest = self.budget.fraction(CHUNK_SHARE).count(self.bytes_per_point(x, width, extras),
+                                                              "one path point (activations and gradients)")
             sizes = [size for size in CHUNK_CANDIDATES if size <= largest] or [largest]
         if self.output_strategy != "auto":
             strategies = [self.output_strategy]
@@ -180,11 +184,11 @@ class PathIntegrator:
         self._tuning = ChunkTuning(sizes, strategies)
         self.chunk_points, self._strategy = self._tuning.choice()
 
-    def bytes_per_point(self, x: torch.Tensor, n_vjp_outputs: int) -> int:
+    def bytes_per_point(self, x: torch.Tensor, n_vjp_outputs: int, extras: Extras | None = None) -> int:
         """Estimated memory of one path point: saved activations, its gradient outputs and temporaries."""
         element = x.element_size()
         features = int(np.prod(x.shape[1:], dtype=np.int64))
-        activations = max(self.adapter.activation_bytes(x), 8 * features * element)
+        activations = max(self.adapter.activation_bytes(x, extras), 8 * features * element)
         # forward activations kept for backward, the backward's own temporaries of similar size, the point and
         # its gradient, and (batched strategy) one gradient per output
         return int(3 * activations + features * (3 * element + 8) + n_vjp_outputs * features * element)
@@ -204,20 +208,22 @@ class PathIntegrator:
 
     # ------------------------------------------------------------------ forward and backward
     def target_function(self, readout: Readout | None, compiled: bool = True) -> TargetFunction:
-        """``f(points, choice) -> (targets (P, J), scores (P, K) detached)``: the differentiated quantities are
-        the selected scores (one column per sample if ``choice`` is given), or the readout's inputs."""
+        """``f(points, choice, extras) -> (targets (P, J), scores (P, K) detached)``: the differentiated
+        quantities are the selected scores (one column per sample if ``choice`` is given), or the readout's
+        inputs; ``extras`` are the points' other model inputs."""
         outputs = self.outputs
 
-        def targets(points: torch.Tensor, choice: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        def targets(points: torch.Tensor, choice: torch.Tensor | None,
+                    extras: Extras | None = None) -> tuple[torch.Tensor, torch.Tensor]:
             if readout is None:
-                scores = self.adapter.scores(points, compiled)[:, outputs]
+                scores = self.adapter.scores(points, compiled, extras)[:, outputs]
                 if choice is not None:
                     scores = scores.gather(1, choice.unsqueeze(1))
                 return scores, scores.detach()
             # one bound method as the hook, so that a compiled forward sees the same hook every chunk
             handle = readout.layer.register_forward_hook(self._capture_readout_input)
             try:
-                scores = self.adapter.scores(points, compiled)[:, outputs]
+                scores = self.adapter.scores(points, compiled, extras)[:, outputs]
                 captured, self._readout_input = self._readout_input, None
             finally:
                 handle.remove()
@@ -251,7 +257,7 @@ class PathIntegrator:
         gradients (J, P, *shape), which grow with the square of the number of outputs J."""
         n_targets, n_points = targets.shape[1], wrt.shape[0]
         needed = n_targets * n_points * (n_targets + wrt[0].numel()) * wrt.element_size()
-        return self.budget.fraction(0.25).fits(needed)
+        return self.budget.fraction(CHUNK_SHARE / 3).fits(needed)
 
     def _timed_vjps(self, targets: torch.Tensor, wrt: torch.Tensor, cotangent: torch.Tensor,
                     tuning: ChunkTuning) -> tuple[list[torch.Tensor], dict[str, float]]:

@@ -28,10 +28,10 @@ from torch import nn
 from igcorr._validation import check_choice
 from igcorr.data import as_tensor
 from igcorr.errors import InputError, ModelError, ShapeError
-from igcorr.model import ModelAdapter
+from igcorr.model import Extras, ModelAdapter, take_rows
 from igcorr.paths.integrator import Evaluation, PathIntegrals, PathIntegrator, TargetFunction
 from igcorr.paths.quadrature import Rule
-from igcorr.paths.straight import StraightChunk, StraightPath
+from igcorr.paths.straight import StraightChunk, StraightPath, scores_of
 
 JVP_MODES = ("forward", "double_backward")
 
@@ -109,11 +109,11 @@ class LayerCut:
             raise ModelError(f"layer {self.name} ran {store['calls']} times in one forward pass; the split f = h ∘ g "
                              "needs a layer that runs once: choose another layer")
 
-    def check(self, adapter: ModelAdapter, x: torch.Tensor) -> None:
+    def check(self, adapter: ModelAdapter, x: torch.Tensor, extras: Extras | None = None) -> None:
         """Refuse layers that are skipped or bypassed: the output must depend on the input only through them."""
         points = x[:1].detach().clone().requires_grad_(True)
         with torch.enable_grad(), self.split(None) as store:
-            scores = adapter.scores(points)
+            scores = adapter.scores(points, extras=take_rows(extras, slice(0, 1)))
         if store["calls"] == 0:
             raise ModelError(f"layer {self.name} did not run in the model's forward pass; choose a layer the model uses")
         bypass, through = torch.autograd.grad(scores.sum(), (points, store["leaf"]), allow_unused=True)
@@ -144,10 +144,12 @@ class LayerCutPath(StraightPath):
     allows_readout = False
     compiled = False
 
-    def __init__(self, adapter_scores: Callable[[torch.Tensor], torch.Tensor], cut: LayerCut, x: torch.Tensor,
-                 baselines: torch.Tensor, region: torch.Tensor | None, rule: Rule, n_outputs: int,
-                 per_sample_output: torch.Tensor | None = None, jvp: str = "forward") -> None:
-        super().__init__(adapter_scores, x, baselines, rule, n_outputs, per_sample_output=per_sample_output)
+    def __init__(self, adapter_scores: Callable[[torch.Tensor, Extras], torch.Tensor], cut: LayerCut,
+                 x: torch.Tensor, baselines: torch.Tensor, region: torch.Tensor | None, rule: Rule, n_outputs: int,
+                 per_sample_output: torch.Tensor | None = None, jvp: str = "forward",
+                 extras: Extras | None = None) -> None:
+        super().__init__(adapter_scores, x, baselines, rule, n_outputs, per_sample_output=per_sample_output,
+                         extras=extras)
         self.allows_readout = False
         self.description = f"path through layer {cut.name}"
         self.cut = cut
@@ -163,12 +165,13 @@ class LayerCutPath(StraightPath):
                 # torch builds its forward-AD decompositions with torch.jit.script on first use, which warns
                 warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
                 with fwad.dual_level(), self.cut.split("forward") as store:
-                    differentiated, scores = targets(fwad.make_dual(chunk.points, tangent), chunk.choice)
+                    differentiated, scores = targets(fwad.make_dual(chunk.points, tangent), chunk.choice,
+                                                     chunk.extras)
             jvp = store["tangent"]
         else:
             points = chunk.points.detach().requires_grad_(True)
             with self.cut.split("double_backward") as store:
-                differentiated, scores = targets(points, chunk.choice)
+                differentiated, scores = targets(points, chunk.choice, chunk.extras)
                 output = store["output"]
                 probe = torch.zeros_like(output, requires_grad=True)
                 (transposed,) = torch.autograd.grad(output, points, grad_outputs=probe, create_graph=True)
@@ -182,9 +185,8 @@ class LayerCutPath(StraightPath):
 
 def integrate_layer(integrator: PathIntegrator, cut: LayerCut, x: torch.Tensor, baselines: torch.Tensor,
                     region: torch.Tensor | None, rule: Rule, *, per_sample_output: torch.Tensor | None = None,
-                    jvp: str = "forward", first_index: int = 0) -> PathIntegrals:
+                    jvp: str = "forward", first_index: int = 0, extras: Extras | None = None) -> PathIntegrals:
     """Region-to-neuron attributions A^S (conductance for ``region=None``) of a batch, (n, K, *layer_shape)."""
-    outputs = integrator.outputs
-    path = LayerCutPath(lambda points: integrator.adapter.evaluate(points, outputs, integrator.chunk_points),
-                        cut, x, baselines, region, rule, len(outputs), per_sample_output=per_sample_output, jvp=jvp)
+    path = LayerCutPath(scores_of(integrator), cut, x, baselines, region, rule, len(integrator.outputs),
+                        per_sample_output=per_sample_output, jvp=jvp, extras=extras)
     return integrator.integrate(path, first_index=first_index)

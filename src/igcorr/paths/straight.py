@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from igcorr.errors import ShapeError
+from igcorr.model import Extras, take_rows
 from igcorr.paths.integrator import Evaluation, Path, PathChunk, PathIntegrals, PathIntegrator, TargetFunction
 from igcorr.paths.quadrature import Rule
 from igcorr.paths.quadrature import rule as quadrature_rule
@@ -30,6 +31,7 @@ class StraightChunk(PathChunk):
     node: torch.Tensor
     deltas: torch.Tensor
     choice: torch.Tensor | None
+    extras: Extras
 
 
 class StraightPath(Path):
@@ -52,17 +54,22 @@ class StraightPath(Path):
     with_scores : bool
         False skips the extra forward passes that rules without end nodes need for f(x) and f(b) (their
         predictions are then zero); used when refining integrals whose scores are already known.
+    extras : dict of Tensor (n, ...), optional
+        The samples' other model inputs (attention masks, ...), handed to the model with every point of their
+        paths.
     """
 
-    def __init__(self, adapter_scores: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+    def __init__(self, adapter_scores: Callable[[torch.Tensor, Extras], torch.Tensor], x: torch.Tensor,
                  baselines: torch.Tensor, rule: Rule, n_outputs: int, per_sample_output: torch.Tensor | None = None,
-                 path_alphas: torch.Tensor | None = None, with_scores: bool = True) -> None:
+                 path_alphas: torch.Tensor | None = None, with_scores: bool = True,
+                 extras: Extras | None = None) -> None:
         n, n_baselines = baselines.shape[:2]
         if tuple(baselines.shape[2:]) != tuple(x.shape[1:]) or len(baselines) != len(x):
             raise ShapeError(f"baselines of shape {tuple(baselines.shape)} do not match inputs {tuple(x.shape)}")
         if path_alphas is not None and (len(rule.nodes) != 1 or tuple(path_alphas.shape) != (n, n_baselines)):
             raise ShapeError("Monte-Carlo paths need a one-node rule and one α per (sample, baseline)")
         self.evaluate_scores = adapter_scores
+        self.extras = extras or {}
         self.x, self.baselines, self.rule = x, baselines, rule
         self.n_samples, self.n_baselines = n, n_baselines
         self.n_columns = 1 if per_sample_output is not None else n_outputs
@@ -99,11 +106,12 @@ class StraightPath(Path):
             alpha = flat_alphas[point] if flat_alphas is not None else self.alphas[node]
             points = (starts + alpha.unsqueeze(1) * deltas).reshape(len(point), *x.shape[1:])
             choice = self.choice[sample] if self.choice is not None else None
-            yield StraightChunk(sample, self.weights[node], points, path, node, deltas, choice)
+            yield StraightChunk(sample, self.weights[node], points, path, node, deltas, choice,
+                                take_rows(self.extras, sample))
 
     def evaluate(self, chunk: StraightChunk, targets: TargetFunction) -> Evaluation:
         points = chunk.points.requires_grad_(True)
-        differentiated, scores = targets(points, chunk.choice)
+        differentiated, scores = targets(points, chunk.choice, chunk.extras)
         if self.endpoint_scores:
             scores = scores.to(torch.float64)
             at_baseline = chunk.node == 0
@@ -117,8 +125,9 @@ class StraightPath(Path):
         predictions, baseline_predictions = self.predictions, self.baseline_predictions
         if not self.endpoint_scores and self.with_scores:
             pair_sample = torch.arange(n, device=x.device).repeat_interleave(n_baselines)
-            flat_scores = self.evaluate_scores(self.baselines.reshape(n * n_baselines, *x.shape[1:])).double()
-            input_scores = self.evaluate_scores(x).double()
+            flat_scores = self.evaluate_scores(self.baselines.reshape(n * n_baselines, *x.shape[1:]),
+                                               take_rows(self.extras, pair_sample)).double()
+            input_scores = self.evaluate_scores(x, self.extras).double()
             if self.choice is not None:
                 flat_scores = flat_scores.gather(1, self.choice[pair_sample].unsqueeze(1))
                 input_scores = input_scores.gather(1, self.choice.unsqueeze(1))
@@ -135,19 +144,25 @@ class StraightPath(Path):
                              attribution_variance=variance)
 
 
+def scores_of(integrator: PathIntegrator) -> Callable[[torch.Tensor, Extras], torch.Tensor]:
+    """Scores of the integrator's outputs at some inputs (with their extra inputs), without gradients."""
+    return lambda points, extras: integrator.adapter.evaluate(points, integrator.outputs, integrator.chunk_points,
+                                                              extras)
+
+
 def integrate_straight(integrator: PathIntegrator, x: torch.Tensor, baselines: torch.Tensor, rule: Rule, *,
                        per_sample_output: torch.Tensor | None = None, path_alphas: torch.Tensor | None = None,
-                       with_scores: bool = True, first_index: int = 0) -> PathIntegrals:
+                       with_scores: bool = True, first_index: int = 0, extras: Extras | None = None) -> PathIntegrals:
     """IG of ``x`` from its baselines (n, M, *x_shape) for the integrator's configured outputs."""
-    outputs = integrator.outputs
-    path = StraightPath(lambda points: integrator.adapter.evaluate(points, outputs, integrator.chunk_points),
-                        x, baselines, rule, len(outputs), per_sample_output=per_sample_output,
-                        path_alphas=path_alphas, with_scores=with_scores)
+    path = StraightPath(scores_of(integrator), x, baselines, rule, len(integrator.outputs),
+                        per_sample_output=per_sample_output, path_alphas=path_alphas, with_scores=with_scores,
+                        extras=extras)
     return integrator.integrate(path, first_index=first_index)
 
 
 def integrate_adaptive(integrator: PathIntegrator, x: torch.Tensor, baselines: torch.Tensor, tolerance: float,
-                       start_steps: int = 9, max_steps: int = 1025, first_index: int = 0) -> PathIntegrals:
+                       start_steps: int = 9, max_steps: int = 1025, first_index: int = 0,
+                       extras: Extras | None = None) -> PathIntegrals:
     """Integrated gradients refined per sample until the completeness residual is below ``tolerance``.
 
     Starts with the trapezoid rule on ``start_steps`` nodes; samples whose largest |Σ IG − (f(x) − mean
@@ -157,7 +172,7 @@ def integrate_adaptive(integrator: PathIntegrator, x: torch.Tensor, baselines: t
     reached, with a warning. The nodes each sample needed are returned in ``steps``.
     """
     coarse = integrate_straight(integrator, x, baselines, quadrature_rule("trapezoid", start_steps),
-                                first_index=first_index)
+                                first_index=first_index, extras=extras)
     attributions = coarse.attributions.clone()
     steps = torch.full((len(x),), start_steps, dtype=torch.int64, device=x.device)
     explained = coarse.predictions - coarse.baseline_predictions
@@ -167,7 +182,7 @@ def integrate_adaptive(integrator: PathIntegrator, x: torch.Tensor, baselines: t
         chosen = torch.nonzero(pending).reshape(-1)
         midpoints = integrate_straight(integrator, x[chosen], baselines[chosen],
                                        quadrature_rule("riemann_middle", intervals), with_scores=False,
-                                       first_index=first_index)
+                                       first_index=first_index, extras=take_rows(extras, chosen))
         attributions[chosen] = 0.5 * (attributions[chosen] + midpoints.attributions)
         intervals *= 2
         steps[chosen] = intervals + 1

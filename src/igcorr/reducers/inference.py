@@ -151,6 +151,16 @@ class InferencePlan:
                                          regions_only=self.regions_only)
         return WithInference(main, permutation, bootstrap)
 
+    def planned_bytes(self, n_outputs: int, n_features: int) -> int:
+        """Memory the inference state will hold for K outputs and D input components (after :meth:`prepare`):
+        (P + 1) permuted accumulators and 2·B weighted ones of K·F float64 values each (F = D, or the number of
+        regions with ``regions_only``), doubled for the temporaries of their updates."""
+        width = len(self.names) if self.regions_only else n_features
+        if self.masks is not None and not self.regions_only:
+            width += len(self.names)
+        accumulators = (self.permutations + 1 if self.permutations else 0) + 2 * self.bootstrap
+        return 2 * 8 * accumulators * n_outputs * width
+
     def describe(self) -> dict:
         """JSON-serialisable description for result metadata."""
         masks = None if self.masks is None else hashlib.sha256(np.ascontiguousarray(self.masks)).hexdigest()
