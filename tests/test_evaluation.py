@@ -121,6 +121,11 @@ def test_curves_do_not_depend_on_batch_or_chunk_size():
             np.testing.assert_allclose(other.deletion[name], reference.deletion[name], atol=1e-12)
             np.testing.assert_allclose(other.insertion[name], reference.insertion[name], atol=1e-12)
         np.testing.assert_allclose(other.random_deletion, reference.random_deletion, atol=1e-12)
+    # a shuffling DataLoader is read in dataset order: the same curves
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=13, shuffle=True)
+    streamed = faithfulness(model, loader, maps, **options)
+    np.testing.assert_allclose(streamed.deletion["a"], reference.deletion["a"], atol=1e-12)
+    np.testing.assert_allclose(streamed.random_insertion, reference.random_insertion, atol=1e-12)
     # noisy linear imputation: the noise is keyed by sample index, so batches do not matter either
     images = x[:, :9].reshape(90, 3, 3)
     conv = nn.Sequential(nn.Flatten(), nn.Linear(9, 2)).double().eval()
@@ -175,6 +180,24 @@ def test_per_output_maps_rank_each_output_separately():
     rows = result.table()
     assert rows[0]["method"] == "map" and rows[0]["deletion_auc"] == pytest.approx(
         result.auc()["map"].mean())
+
+
+def test_class_labels_and_an_accuracy_metric_with_one_map_for_all_classes():
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(90, 5, dtype=torch.float64, generator=generator)
+    model = nn.Linear(5, 3).double().eval()
+    labels = model(x).argmax(1).detach()
+    labels[:20] = torch.randint(0, 3, (20,), generator=generator)
+
+    def accuracy(scores: torch.Tensor, targets: torch.Tensor) -> float:
+        return float((scores.argmax(1) == targets.argmax(1)).double().mean())
+
+    result = faithfulness(model, (x, labels), np.arange(5.0), score="softmax", metric=accuracy,
+                          fractions=[0, 0.4, 1], random_rankings=2, progress=False)
+    expected = float((model(x).argmax(1) == labels).double().mean())
+    assert result.deletion["map"].shape == (3, 3) and result.metric == "accuracy"
+    np.testing.assert_allclose(result.deletion["map"][:, 0], expected)  # one value shared by the outputs
+    np.testing.assert_allclose(result.original, expected)
 
 
 def test_linear_imputation_reproduces_neighbour_means_and_ramps():

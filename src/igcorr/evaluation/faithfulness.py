@@ -241,6 +241,8 @@ class _Pearson:
 def _fractions(fractions: Any) -> np.ndarray:
     if fractions is None:
         return np.asarray(DEFAULT_FRACTIONS)
+    if isinstance(fractions, torch.Tensor):
+        fractions = fractions.detach().cpu().tolist()
     if isinstance(fractions, (str, bytes)) or not hasattr(fractions, "__len__"):
         raise InputError(f"fractions must be a sequence of numbers between 0 and 1, got {fractions!r}")
     values = [check_number(value, "every fraction", hint="a share of the components, from 0 to 1")
@@ -417,54 +419,11 @@ def faithfulness(model: Callable[..., torch.Tensor], data: Any, maps: Any, *, sc
                 raise ConstantTargetError(f"the target of output {selected[constant[0]]} is constant over the "
                                           "dataset, so its correlation with the model is undefined")
 
-        # rankings: (curve, group) → unit order; group −1 serves all outputs
         curve_names = list(named) + [f"random_{r}" for r in range(random_rankings)]
-        rankings: list[tuple[int, int, np.ndarray]] = []
-        for c, (name, array) in enumerate(named.items()):
-            per_output = array.reshape(max(groups[name], 1), n_features)
-            for g, values in enumerate(per_output):
-                if unit_masks is not None:
-                    magnitude = np.abs(values) if order == "absolute" else values
-                    unit_scores = (unit_masks.numpy() * magnitude).sum(axis=1) / unit_masks.numpy().sum(axis=1)
-                    ranking = np.argsort(-unit_scores, kind="stable")
-                else:
-                    ranking = _rank(values, order)
-                rankings.append((c, g if groups[name] else -1, ranking))
-        for r in range(random_rankings):
-            permutation = torch.randperm(n_units, generator=generator_for(seed, _RANDOM_TAG, r)).numpy()
-            rankings.append((len(named) + r, -1, permutation))
-
+        rankings = _rankings(named, groups, unit_masks, order, n_units, random_rankings, seed)
         counts = removal_counts(fraction_values, n_units)
         n_fractions = len(fraction_values)
-        masks: list[np.ndarray] = []
-        known: dict[bytes, int] = {}
-        # rows of the per-batch score stack: 0 = original inputs, 1 = everything replaced, 2 + u = mask u
-        source_index = np.zeros((len(curve_names), 2, n_fractions, k_outputs), dtype=np.int64)
-        for c, g, ranking in rankings:
-            for direction in (0, 1):
-                for j, count in enumerate(counts):
-                    units = ranking[:count] if direction == 0 else ranking[count:]
-                    if unit_masks is None:
-                        mask = np.zeros(n_features, dtype=bool)
-                        mask[units] = True
-                    else:
-                        mask = unit_masks[torch.as_tensor(units, dtype=torch.int64)].any(dim=0).numpy() \
-                            if len(units) else np.zeros(n_features, dtype=bool)
-                    removed = int(mask.sum())
-                    if removed == 0:
-                        row = 0
-                    elif removed == n_features:
-                        row = 1
-                    else:
-                        key = np.packbits(mask).tobytes()
-                        if key not in known:
-                            known[key] = len(masks)
-                            masks.append(mask)
-                        row = 2 + known[key]
-                    if g < 0:
-                        source_index[c, direction, j, :] = row
-                    else:
-                        source_index[c, direction, j, g] = row
+        masks, source_index = _plan(rankings, counts, unit_masks, n_features, len(curve_names), k_outputs)
         device, dtype = probe.device, probe.dtype
         mask_tensor = torch.as_tensor(np.stack(masks) if masks else np.zeros((0, n_features), dtype=bool),
                                       device=device)
@@ -554,6 +513,63 @@ def faithfulness(model: Callable[..., torch.Tensor], data: Any, maps: Any, *, sc
         insertion={name: curves[c, 1] for c, name in enumerate(named)},
         random_deletion=curves[n_maps:, 0], random_insertion=curves[n_maps:, 1],
         original=original.cpu().numpy(), metric=metric_name, metadata=metadata)
+
+
+def _rankings(named: dict[str, np.ndarray], groups: dict[str, int], unit_masks: torch.Tensor | None, order: str,
+              n_units: int, random_rankings: int, seed: int) -> list[tuple[int, int, np.ndarray]]:
+    """(curve, group, unit order) of every map's rankings, then the random ones; group −1 serves all outputs.
+
+    A region's score is the mean of the (signed or absolute) map over it."""
+    rankings: list[tuple[int, int, np.ndarray]] = []
+    for c, (name, array) in enumerate(named.items()):
+        per_output = array.reshape(max(groups[name], 1), -1)
+        for g, values in enumerate(per_output):
+            if unit_masks is not None:
+                membership = unit_masks.numpy()
+                magnitude = np.abs(values) if order == "absolute" else values
+                ranking = np.argsort(-(membership * magnitude).sum(axis=1) / membership.sum(axis=1), kind="stable")
+            else:
+                ranking = _rank(values, order)
+            rankings.append((c, g if groups[name] else -1, ranking))
+    for r in range(random_rankings):
+        permutation = torch.randperm(n_units, generator=generator_for(seed, _RANDOM_TAG, r)).numpy()
+        rankings.append((len(named) + r, -1, permutation))
+    return rankings
+
+
+def _plan(rankings: list[tuple[int, int, np.ndarray]], counts: np.ndarray, unit_masks: torch.Tensor | None,
+          n_features: int, n_curves: int, k_outputs: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct removal masks, and for every (curve, direction, fraction, output) the row of a batch's score
+    stack that holds its predictions: 0 = the original inputs, 1 = everything replaced, 2 + u = mask u.
+
+    Deletion at a count m removes the first m units of the ranking; insertion removes all the others."""
+    masks: list[np.ndarray] = []
+    known: dict[bytes, int] = {}
+    source_index = np.zeros((n_curves, 2, len(counts), k_outputs), dtype=np.int64)
+    for c, g, ranking in rankings:
+        for direction in (0, 1):
+            for j, count in enumerate(counts):
+                units = ranking[:count] if direction == 0 else ranking[count:]
+                if unit_masks is None:
+                    mask = np.zeros(n_features, dtype=bool)
+                    mask[units] = True
+                elif len(units):
+                    mask = unit_masks[torch.as_tensor(units, dtype=torch.int64)].any(dim=0).numpy()
+                else:
+                    mask = np.zeros(n_features, dtype=bool)
+                removed = int(mask.sum())
+                if removed == 0:
+                    row = 0
+                elif removed == n_features:
+                    row = 1
+                else:
+                    key = np.packbits(mask).tobytes()
+                    if key not in known:
+                        known[key] = len(masks)
+                        masks.append(mask)
+                    row = 2 + known[key]
+                source_index[c, direction, j, slice(None) if g < 0 else g] = row
+    return masks, source_index
 
 
 def _scores(adapter: ModelAdapter, modified: torch.Tensor, x_shape: tuple[int, ...], output_index: torch.Tensor,

@@ -161,6 +161,7 @@ class LinearImputation:
         self.x_shape = x_shape
         self._factors: OrderedDict[int, _Factor] = OrderedDict()
         self._cached_bytes = 0
+        self._noise: tuple[np.ndarray, np.ndarray] | None = None
         self.device: torch.device | None = None
         self.dtype: torch.dtype | None = None
 
@@ -185,9 +186,13 @@ class LinearImputation:
         """(B, D) noise, one field per sample keyed by (seed, sample index): the same for every mask."""
         if self.noise == 0:
             return np.zeros((len(indices), size))
+        if self._noise is not None and np.array_equal(self._noise[0], indices):
+            return self._noise[1]  # the masks of one batch come in several calls
         fields = [torch.randn(size, generator=generator_for(self.seed, _NOISE_TAG, int(i)), dtype=torch.float64)
                   for i in indices]
-        return self.noise * torch.stack(fields).numpy()
+        noise = self.noise * torch.stack(fields).numpy()
+        self._noise = (np.array(indices), noise)
+        return noise
 
     def apply(self, flat: torch.Tensor, masks: torch.Tensor, mask_ids: list[int], indices: np.ndarray) -> torch.Tensor:
         x = flat.detach().to(device="cpu", dtype=torch.float64).numpy()
