@@ -466,6 +466,9 @@ def test_benchmark_sanity_flags_the_naive_maps():
                               sanity_steps=2, sanity_baselines=1, sanity_bsc_samples=3, sanity_permutations=9,
                               n_train=100, epochs=1, hidden=(8,), independent=False, progress=False)
     report = evaluate_experiment("A", config)
-    rows = {row["method"]: row for row in report["rows"]}
-    assert rows["naive correlation"]["model_independent"] and rows["naive t"]["model_independent"]
-    assert not rows["IGC"]["model_independent"] and rows["IGC"]["label_p_fwe_min"] is not None
+    rows = {(row["model"], row["method"]): row for row in report["rows"]}
+    assert rows["MLP", "naive correlation"]["model_independent"] and rows["MLP", "naive t"]["model_independent"]
+    assert not rows["MLP", "IGC"]["model_independent"] and rows["MLP", "IGC"]["label_p_fwe_min"] is not None
+    # the statistic has no parameters: its rows have faithfulness and localisation, no sanity columns
+    assert "model_independent" not in rows["statistic", "IGC"] and rows["statistic", "IGC"]["roc_auc"] > 0.5
+    assert set(report["faithfulness"]) == {"statistic", "MLP"}

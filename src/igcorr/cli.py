@@ -434,11 +434,12 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
     def show(report: dict[str, Any]) -> None:
         seconds = sum(report["timings"].values())
-        print(f"experiment {report['experiment']}: {seconds:.1f} s; r on the unmodified images "
-              + "/".join(f"{r:.3f}" for r in report["original_correlation"]))
+        r = "; ".join(f"{model} " + "/".join(f"{value:.3f}" for value in values)
+                      for model, values in report["original_correlation"].items())
+        print(f"experiment {report['experiment']}: {seconds:.1f} s; r on the unmodified images: {r}")
         for row in report["rows"]:
             flag = row.get("model_independent")
-            print(f"  {row['method']:26s} deletion AUC {row['deletion_auc']:.3f}  insertion AUC "
+            print(f"  {row['model']:9s} {row['method']:24s} deletion AUC {row['deletion_auc']:.3f}  insertion AUC "
                   f"{row['insertion_auc']:.3f}" + ("" if row.get("roc_auc") is None else
                                                    f"  localisation AUC {row['roc_auc']:.3f}")
                   + ("  flagged: the map ignores the model" if flag else ""))

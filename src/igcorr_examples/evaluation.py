@@ -4,17 +4,19 @@ For each experiment (A–D, ``docs/benchmark.md``) the benchmark's methods run a
 (:func:`igcorr_examples.synthetic_runner.run_experiment`, the statistic as the model), then their maps are
 evaluated with :mod:`igcorr.evaluation`:
 
-- faithfulness: deletion and insertion curves of the statistic's correlation with the targets on the
-  evaluation images, against a band of random rankings;
+- faithfulness: deletion and insertion curves of the model's correlation with the targets on the evaluation
+  images, against a band of random rankings;
 - localisation: share of |map| inside the truth and the ROC AUC of |map| against it (A: the pixels where
-  |w ⊙ Cw| is at least a tenth of its maximum; B–D: the union of the masks);
-- sanity: the statistic has no parameters, so the model-parameter randomisation runs on a small MLP trained on
-  a separate split (cascading and independent randomisation of its three linear layers, every method
-  recomputed on the first ``sanity_samples`` images with lighter settings); the original IGC of that network
-  also gets a label-permutation test (``sanity_permutations``).
+  |w ⊙ Cw| is at least a tenth of its maximum; B–D: the union of the masks).
 
-One table (CSV and markdown) covers every experiment and method; each experiment also gets a figure of its
-curves and one of its sanity scores, and everything goes into one JSON file. Entry points:
+The statistic has no parameters, so the model-parameter randomisation needs another model: a small MLP trained
+on a separate split. Every method runs again on it (the first ``sanity_samples`` images, lighter settings),
+its maps get their own faithfulness curves (measured on the MLP) and localisation, and the sanity check
+randomises its linear layers (cascading and independent) and recomputes every map; the MLP's IGC also gets a
+label-permutation test (``sanity_permutations``).
+
+One table (CSV and markdown) covers every experiment, model and method; each experiment also gets figures of
+its curves and of its sanity scores, and everything goes into one JSON file. Entry points:
 :func:`evaluate_experiment`, :func:`run_evaluation` and the ``igcorr evaluate`` command.
 """
 
@@ -52,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 #: columns of the markdown table (the CSV holds every column)
 TABLE_COLUMNS: tuple[str, ...] = (
-    "experiment", "method", "deletion_auc", "random_deletion_auc", "random_deletion_low", "random_deletion_high",
+    "experiment", "model", "method", "deletion_auc", "random_deletion_auc", "random_deletion_low", "random_deletion_high",
     "insertion_auc", "random_insertion_auc", "random_insertion_high", "share_in_truth", "roc_auc",
     "randomised_rank_correlation", "randomised_ssim", "independent_min_rank_correlation", "model_independent",
     "label_p_fwe_min",
@@ -274,17 +276,27 @@ def _train(experiment: str, config: EvaluationConfig) -> tuple[torch.nn.Module, 
 def evaluate_experiment(experiment: str, config: EvaluationConfig | None = None) -> dict[str, Any]:
     """Run the benchmark's methods on one experiment and evaluate their maps.
 
+    Two models are evaluated: the statistic itself (every method of ``igcorr benchmark`` on ``n`` images;
+    faithfulness and localisation) and, with ``sanity``, a small MLP trained on a separate split (every method
+    on the first ``sanity_samples`` images; faithfulness against the MLP, localisation, and the
+    model-parameter randomisation).
+
     Returns
     -------
     dict
-        ``rows`` (one per method plus the random band: faithfulness, localisation and sanity columns),
-        ``faithfulness`` (:class:`~igcorr.evaluation.Faithfulness`), ``sanity``
-        (:class:`~igcorr.evaluation.SanityCheck` or None), ``localisation``, ``timings`` (seconds per stage),
-        ``training`` and ``original_correlation``.
+        ``rows`` (per model and method, plus each model's random band: faithfulness, localisation and, for the
+        MLP, sanity columns), ``faithfulness`` and ``localisation`` ({model: result}), ``sanity``
+        (:class:`~igcorr.evaluation.SanityCheck` or None), ``timings`` (seconds per stage), ``training`` and
+        ``original_correlation`` ({model: r per output on the unmodified images}).
     """
     experiment = _single(experiment)
     config = (config or EvaluationConfig()).validate()
     timings: dict[str, float] = {}
+    curves: dict[str, Any] = {}
+    found: dict[str, Any] = {}
+    truth = localisation_truth(experiment)
+    options = {"replacement": config.replacement, "fractions": config.fraction_values, "order": config.order,
+               "random_rankings": config.random_rankings, "seed": config.seed, "progress": config.progress}
     with _threads(config.threads):
         started = time.perf_counter()
         benchmark = BenchmarkConfig(n=config.n, n_steps=config.n_steps, baselines=config.baselines, seed=config.seed,
@@ -296,15 +308,9 @@ def evaluate_experiment(experiment: str, config: EvaluationConfig | None = None)
         started = time.perf_counter()
         dataset = SyntheticDataset(experiment, config.n, seed=config.seed)
         x, y = dataset.get_batch(np.arange(config.n))
-        model = dataset.function_model()
-        curves = faithfulness(model, (x, y), maps, replacement=config.replacement,
-                              fractions=config.fraction_values, order=config.order,
-                              random_rankings=config.random_rankings, seed=config.seed, progress=config.progress)
+        curves["statistic"] = faithfulness(dataset.function_model(), (x, y), maps, **options)
+        found["statistic"] = localisation(maps, truth, mode="absolute")
         timings["faithfulness"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        found = localisation(maps, localisation_truth(experiment), mode="absolute")
-        timings["localisation"] = time.perf_counter() - started
 
         sanity = training = None
         if config.sanity:
@@ -314,15 +320,24 @@ def evaluate_experiment(experiment: str, config: EvaluationConfig | None = None)
             started = time.perf_counter()
             subset = (x[: config.sanity_size], y[: config.sanity_size])
             score = "softmax" if experiment == "D" else None
-            attribute = sanity_attribution(subset, config, score=score)
             original = sanity_attribution(subset, config, score=score,
                                           permutations=config.sanity_permutations)(network)
-            sanity = model_randomisation(network, attribute, original=original, independent=config.independent,
-                                         seed=config.seed, progress=config.progress)
+            timings["MLP methods"] = time.perf_counter() - started
+            started = time.perf_counter()
+            network_maps = {name: result.maps for name, result in original.items()}
+            curves["MLP"] = faithfulness(network, subset, network_maps, score=score, **options)
+            found["MLP"] = localisation(network_maps, truth, mode="absolute")
+            timings["MLP faithfulness"] = time.perf_counter() - started
+            started = time.perf_counter()
+            sanity = model_randomisation(network, sanity_attribution(subset, config, score=score), original=original,
+                                         independent=config.independent, seed=config.seed, progress=config.progress)
             timings["sanity"] = time.perf_counter() - started
-    rows = _rows(experiment, curves, found, sanity)
+    rows = _rows(experiment, "statistic", curves["statistic"], found["statistic"], None)
+    if sanity is not None:
+        rows += _rows(experiment, "MLP", curves["MLP"], found["MLP"], sanity)
     return {"experiment": experiment, "rows": rows, "faithfulness": curves, "sanity": sanity, "localisation": found,
-            "timings": timings, "training": training, "original_correlation": curves.original.tolist(),
+            "timings": timings, "training": training,
+            "original_correlation": {name: result.original.tolist() for name, result in curves.items()},
             "n_samples": config.n, "benchmark_seconds": {row["method"]: row["seconds"]
                                                          for row in outcome.report["rows"] if row["seconds"]}}
 
@@ -334,24 +349,25 @@ def _single(experiment: Any) -> str:
     return names[0]
 
 
-def _rows(experiment: str, curves: Any, found: Any, sanity: Any) -> list[dict[str, Any]]:
+def _rows(experiment: str, model: str, curves: Any, found: Any, sanity: Any) -> list[dict[str, Any]]:
     located = {row["method"]: row for row in found.table()}
     checked = {row["method"]: row for row in sanity.table()} if sanity is not None else {}
     rows = []
     for row in curves.table():
         name = row["method"]
-        merged = {"experiment": experiment, **row}
+        merged = {"experiment": experiment, "model": model, **row}
         merged.update({key: value for key, value in located.get(name, {}).items() if key != "method"})
         merged.update({key: value for key, value in checked.get(name, {}).items() if key != "method"})
         rows.append(merged)
     if len(curves.random_deletion):
-        random = {"experiment": experiment, "method": f"random ({len(curves.random_deletion)} rankings)",
-                  "deletion_auc": rows[0]["random_deletion_auc"], "insertion_auc": rows[0]["random_insertion_auc"],
-                  "random_deletion_low": rows[0]["random_deletion_low"],
-                  "random_deletion_high": rows[0]["random_deletion_high"],
-                  "random_insertion_low": rows[0]["random_insertion_low"],
-                  "random_insertion_high": rows[0]["random_insertion_high"]}
-        rows.append(random)
+        first = rows[0]
+        rows.append({"experiment": experiment, "model": model,
+                     "method": f"random ({len(curves.random_deletion)} rankings)",
+                     "deletion_auc": first["random_deletion_auc"], "insertion_auc": first["random_insertion_auc"],
+                     "random_deletion_low": first["random_deletion_low"],
+                     "random_deletion_high": first["random_deletion_high"],
+                     "random_insertion_low": first["random_insertion_low"],
+                     "random_insertion_high": first["random_insertion_high"]})
     return rows
 
 
@@ -394,11 +410,13 @@ def run_evaluation(experiments: str | Sequence[str] = "all", config: EvaluationC
     for name in names:
         report = evaluate_experiment(name, config)
         figures.mkdir(parents=True, exist_ok=True)
-        figure = report["faithfulness"].plot(title=_curve_title(name, report, config))
-        path = figures / f"faithfulness_{name}.png"
-        figure.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(figure)
-        files[f"faithfulness_{name}"] = str(path)
+        for model, curves in report["faithfulness"].items():
+            suffix = "" if model == "statistic" else "_mlp"
+            figure = curves.plot(title=_curve_title(name, model, curves, config))
+            path = figures / f"faithfulness_{name}{suffix}.png"
+            figure.savefig(path, dpi=100, bbox_inches="tight")
+            plt.close(figure)
+            files[f"faithfulness_{name}{suffix}"] = str(path)
         if report["sanity"] is not None:
             figure = report["sanity"].plot(title=f"Experiment {name}: model-parameter randomisation of the trained "
                                                  f"MLP ({config.sanity_size} images)")
@@ -417,9 +435,12 @@ def run_evaluation(experiments: str | Sequence[str] = "all", config: EvaluationC
     files.update({key: str(value) for key, value in written.items()})
     serialisable = {
         "config": asdict(config), "seconds_total": seconds, "rows": rows, "files": files,
-        "experiments": {name: {"faithfulness": report["faithfulness"].to_dict(),
+        "experiments": {name: {"faithfulness": {model: curves.to_dict()
+                                                for model, curves in report["faithfulness"].items()},
                                "sanity": None if report["sanity"] is None else report["sanity"].to_dict(),
-                               "localisation": report["localisation"].table(), "timings": report["timings"],
+                               "localisation": {model: found.table()
+                                                for model, found in report["localisation"].items()},
+                               "timings": report["timings"],
                                "training": report["training"], "original_correlation": report["original_correlation"],
                                "benchmark_seconds": report["benchmark_seconds"]}
                         for name, report in reports.items()},
@@ -433,32 +454,44 @@ def run_evaluation(experiments: str | Sequence[str] = "all", config: EvaluationC
     return {"experiments": reports, "rows": rows, "files": files, "seconds_total": seconds}
 
 
-def _curve_title(name: str, report: dict[str, Any], config: EvaluationConfig) -> str:
-    r = report["original_correlation"]
-    return (f"Experiment {name}: n = {config.n}, {config.replacement} replacement, {config.order} ranking, r on the "
-            f"unmodified images = {'/'.join(f'{value:.3f}' for value in r)}"
+def _curve_title(name: str, model: str, curves: Any, config: EvaluationConfig) -> str:
+    r = curves.original
+    who = (f"the statistic, n = {config.n}" if model == "statistic"
+           else f"the trained MLP, n = {config.sanity_size}")
+    return (f"Experiment {name}, {who}: {config.replacement} replacement, {config.order} ranking; r on the "
+            f"unmodified images {'/'.join(f'{value:.3f}' for value in r)}"
             + (" (curves averaged over the 4 outputs)" if len(r) > 1 else ""))
+
+
+#: stages of an experiment's run time, in the order of the markdown table
+_STAGES = ("methods", "faithfulness", "training", "MLP methods", "MLP faithfulness", "sanity")
 
 
 def _markdown(rows: list[dict[str, Any]], reports: dict[str, Any], config: EvaluationConfig, seconds: float) -> str:
     from igcorr.evaluation import markdown_table
 
+    rankings = f"{config.random_rankings} random ranking{'s' if config.random_rankings != 1 else ''}"
     lines = ["# Evaluation of the dataset-wise maps of the synthetic benchmark", "",
-             f"n = {config.n} images per experiment (seed {config.seed}); {config.baselines} per-sample dataset "
-             f"baselines and {config.n_steps} trapezoid steps for the IG methods; {config.replacement} replacement, "
-             f"{config.order} ranking, {config.fractions} fractions, {config.random_rankings} random rankings. "
-             "Areas are averaged over the outputs (D has four). Sanity columns: a "
-             f"{'/'.join(map(str, config.hidden))} MLP trained on {config.n_train} images, every method recomputed "
-             f"on {config.sanity_size} images after randomising its layers; ρ = Spearman rank correlation with "
-             "the original map.", "",
-             markdown_table(rows, TABLE_COLUMNS, headers=_HEADERS), "", "Run time per experiment (seconds):", "",
-             "| experiment | " + " | ".join(("methods", "faithfulness", "localisation", "training", "sanity")) + " |",
-             "|---|---|---|---|---|---|"]
+             f"Model `statistic`: the experiment's statistic as the model, every method on n = {config.n} images "
+             f"(seed {config.seed}), {config.baselines} per-sample dataset baselines and {config.n_steps} trapezoid "
+             f"steps for the IG methods, as in `igcorr benchmark`. Deletion and insertion curves: {config.replacement} "
+             f"replacement, {config.order} ranking, {config.fractions} fractions, {rankings}; areas averaged over "
+             "the outputs (D has four). Localisation: |map| against the truth mask."]
+    if config.sanity:
+        lines[-1] += (f" Model `MLP`: a {'/'.join(map(str, config.hidden))} MLP trained on {config.n_train} images "
+                      f"({config.epochs} epochs), every method on the first {config.sanity_size} images "
+                      f"({config.sanity_baselines} baselines, {config.sanity_steps} steps; BSC on "
+                      f"{config.sanity_bsc_size}); its curves are measured on the MLP, and its sanity columns compare "
+                      "each map with the map recomputed after randomising the MLP's layers (ρ = Spearman rank "
+                      "correlation; flagged = unchanged after every layer is randomised). The label-permutation "
+                      f"p-value is IGC's ({config.sanity_permutations} permutations).")
+    lines += ["", markdown_table(rows, TABLE_COLUMNS, headers=_HEADERS),
+              "", "Run time per experiment (seconds):", "",
+              "| experiment | " + " | ".join(_STAGES) + " |", "|---" * (len(_STAGES) + 1) + "|"]
     for name, report in reports.items():
         timings = report["timings"]
-        lines.append(f"| {name} | " + " | ".join(
-            f"{timings[key]:.1f}" if key in timings else "—"
-            for key in ("methods", "faithfulness", "localisation", "training", "sanity")) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{timings[key]:.1f}" if key in timings else "—"
+                                                 for key in _STAGES) + " |")
     lines += ["", f"Total {seconds:.1f} s with {config.threads or torch.get_num_threads()} torch thread(s).", ""]
     return "\n".join(lines)
 
