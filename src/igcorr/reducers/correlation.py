@@ -21,8 +21,13 @@ _CONSTANT_TOLERANCE = 1e-12
 
 
 def check_not_constant(std: torch.Tensor, mean: torch.Tensor, what: str, outputs: list[int]) -> None:
-    """Raise ConstantTargetError if any output's standard deviation vanishes."""
-    constant = std <= _CONSTANT_TOLERANCE * torch.clamp(mean.abs(), min=1.0)
+    """Raise ConstantTargetError if any output's standard deviation vanishes.
+
+    Targets are judged relative to their own scale (targets in small units are not constant); the model's
+    scores relative to max(|mean|, 1), so that rounding noise around a constant score counts as constant.
+    """
+    floor = 0.0 if what == "target" else 1.0
+    constant = (std == 0) | (std <= _CONSTANT_TOLERANCE * torch.clamp(mean.abs(), min=floor))
     if bool(constant.any()):
         names = [outputs[int(k)] for k in torch.nonzero(constant).reshape(-1)]
         raise ConstantTargetError(
