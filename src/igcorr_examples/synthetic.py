@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from igcorr._validation import check_int, check_seed
 from igcorr.errors import ConstantTargetError, InputError, ShapeError
 from igcorr.seeding import generator_for, keyed_integers, keyed_uint64
 
@@ -119,11 +120,7 @@ def _check_experiment(experiment: str) -> str:
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise InputError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    return check_int(value, name, minimum=minimum)
 
 
 def _check_size(size: int) -> int:
@@ -131,9 +128,7 @@ def _check_size(size: int) -> int:
 
 
 def _check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InputError(f"seed must be an integer, got {type(seed).__name__}")
-    return int(seed)
+    return check_seed(seed)
 
 
 def _as_indices(indices: Indices) -> np.ndarray:
@@ -1028,8 +1023,7 @@ class SyntheticDataset(Dataset):
     def _check_index(self, index: int) -> int:
         if isinstance(index, torch.Tensor) and index.ndim == 0 and not index.is_floating_point():
             index = int(index)
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise InputError(f"dataset index must be an integer, got {type(index).__name__}")
+        index = check_int(index, "dataset index")
         if not -self.n <= index < self.n:
             raise IndexError(f"index {index} is out of range for a dataset of {self.n} samples")
         return int(index) % self.n

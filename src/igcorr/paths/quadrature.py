@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from igcorr._validation import check_int
 from igcorr.errors import InputError
 from igcorr.seeding import keyed_uint64
 
@@ -49,8 +50,7 @@ def rule(method: str, n_steps: int) -> Rule:
     """
     if method not in METHODS:
         raise InputError(f"unknown quadrature method {method!r}; choose one of {', '.join(METHODS)}")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)):
-        raise InputError(f"n_steps must be an integer, got {type(n_steps).__name__}")
+    n_steps = check_int(n_steps, "n_steps", hint="the number of nodes of the rule")
     minimum = 2 if method == "trapezoid" else 1
     if n_steps < minimum:
         raise InputError(f"the {method} rule needs n_steps >= {minimum}, got {n_steps}")
