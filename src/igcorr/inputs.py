@@ -9,21 +9,24 @@ back, so every method, reducer, checkpoint and multi-process run works unchanged
   maps are split back per input (``result["name"]`` or ``result.input_maps()``);
 * :class:`Embedded`: token or category ids are attributed in embedding space. The path runs between the
   embedded baseline and the embedded input; a forward hook replaces the output of the named embedding module
-  by the path point, and each sample's attribution is reduced to one value per token (sum over the embedding
-  dimensions by default, or any function applied per sample before the dataset reduction).
+  by the path point (or the model takes the point by keyword, ``embeds=``), and each sample's attribution is
+  reduced to one value per token (sum over the embedding dimensions by default, or any function applied per
+  sample before the dataset reduction), per position or binned per token id (``per="id"``). Positions that a
+  mask leaves out (padding) are held at the input along the path, so nothing is attributed to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from igcorr._validation import check_choice, check_int, check_optional_positive_int
+from igcorr.errors import InputError, ModelError, ShapeError
 from igcorr.model import named_submodule
-from igcorr.errors import InputError, ShapeError
 
 
 def is_structured(x: Any) -> bool:
@@ -72,8 +75,9 @@ class InputLayout:
         """Per-input baselines (a tuple/dict) → a baseline tensor in attributed space; others pass through."""
         return baselines
 
-    def reduce(self, attributions: torch.Tensor) -> torch.Tensor:
-        """Per-sample attributions (n, K, *attributed_shape) → what is reduced over the dataset."""
+    def reduce(self, attributions: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Per-sample attributions (n, K, *attributed_shape) → what is reduced over the dataset; ``extras`` are
+        the batch's inputs from :meth:`extras` (the dataset run passes them; None for a shape probe)."""
         return attributions
 
     def split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
@@ -203,14 +207,21 @@ class MultipleInputs(InputLayout):
                 for i, (name, shape) in enumerate(zip(self.names, self.shapes))}
 
 
+#: what an Embedded layout's map is indexed by
+PER_CHOICES = ("position", "id")
+
+
 class Embedded(InputLayout):
     """Token or category ids attributed in the space of an embedding module's output.
 
     Parameters
     ----------
     module : str or nn.Module
-        The embedding module (a name from ``model.named_modules()`` or the module itself). The model must use
-        the ids only through it (ids are replaced by zeros while its output is overridden).
+        The embedding module (a name from ``model.named_modules()``, e.g.
+        ``"bert.embeddings.word_embeddings"``, or the module itself). Its output for a sample's ids is that
+        sample's end of the path. With ``embeds=`` it may be a module outside the model (the eager embedding
+        of a traced model, whose submodules cannot be called). The model still gets the real ids, so anything else it derives from them
+        (position ids, a padding mask) stays the sample's own along the path.
     reduce : "sum", None or callable
         Per sample, attributions (n, K, L, E) become (n, K, L) by summing over the embedding dimensions
         ("sum", which keeps completeness), stay per dimension (None), or go through ``reduce`` (any function
@@ -220,25 +231,63 @@ class Embedded(InputLayout):
         of the ids that are attributed (default ``"input_ids"`` for dicts, ``input_0`` for tuples). The other
         inputs (attention masks, token type ids, ...) go to the model unchanged, each path point with its
         sample's.
+    mask : str, optional
+        The name of a 0/1 input of the samples (e.g. ``"attention_mask"``) marking the positions that are
+        attributed. Where it is 0 (padding) the path stays at the sample's own embedding, as if the baseline
+        were the input there: nothing is attributed to those positions and they do not change the baseline's
+        prediction. The mask is still passed to the model.
+    per : "position" or "id"
+        What the map is indexed by: the positions of the sequence (default), or the vocabulary: per sample,
+        the contributions of all positions holding an id are added into that id's bin, so the dataset map has
+        one value per vocabulary entry and the same total (see :mod:`igcorr.text` for the top tokens and
+        their counts).
+    vocab_size : int, optional
+        Number of ids for ``per="id"``; by default the ``num_embeddings`` of an ``nn.Embedding`` module.
+    fixed_ids : sequence of int, optional
+        Ids whose positions are held at the input like masked-out positions (e.g. ``[CLS]`` and ``[SEP]``): not
+        attributed, whatever the baseline.
+    embeds : str, optional
+        The keyword by which the model takes the embedded inputs instead of the ids (``"inputs_embeds"`` for
+        HuggingFace models). The path points are then passed to the model directly, without a forward hook,
+        which is what TorchScript models (scripted or traced) need; the ids are not passed.
 
     Notes
     -----
     Baselines are given in embedding space: ``None`` is the zero vector at every position; for a padding-token
-    baseline pass the embedded padding sequence, e.g. ``model.embed(torch.full((L,), pad_id))``.
+    baseline pass the embedded padding sequence, built by :func:`igcorr.text.token_baseline`.
     """
 
     def __init__(self, module: str | nn.Module,
-                 reduce: str | Callable[[torch.Tensor], torch.Tensor] | None = "sum", input: str | None = None) -> None:
+                 reduce: str | Callable[[torch.Tensor], torch.Tensor] | None = "sum", input: str | None = None, *,
+                 mask: str | None = None, per: str = "position", vocab_size: int | None = None,
+                 fixed_ids: Sequence[int] | None = None, embeds: str | None = None) -> None:
+        if not isinstance(module, (str, nn.Module)) or module == "":
+            raise InputError(f"module must be an embedding module or its name in model.named_modules(), got "
+                             f"{module!r}")
         if not (reduce is None or reduce == "sum" or callable(reduce)):
             raise InputError(f"reduce must be 'sum', None or a callable, got {reduce!r}")
-        if input is not None and not isinstance(input, str):
-            raise InputError(f"input must be the name of the ids among the sample's inputs, got {input!r}")
+        for value, name, what in ((input, "input", "the name of the ids among the sample's inputs"),
+                                  (mask, "mask", "the name of the 0/1 mask among the sample's inputs"),
+                                  (embeds, "embeds", "the keyword by which the model takes embeddings")):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InputError(f"{name} must be {what}, got {value!r}")
+        check_choice(per, "per", PER_CHOICES)
+        check_optional_positive_int(vocab_size, "vocab_size", hint="the number of token ids")
+        if fixed_ids is not None and (isinstance(fixed_ids, (str, bytes)) or not isinstance(fixed_ids, Iterable)):
+            raise InputError(f"fixed_ids must be a list of token ids, got {fixed_ids!r}")
         self.module_request = module
         self.reduce_request = reduce
         self.input_request = input
+        self.mask = mask
+        self.per = per
+        self.vocab_request = vocab_size
+        self.fixed_ids = None if fixed_ids is None else [
+            check_int(i, "every entry of fixed_ids", minimum=0, hint="a token id") for i in fixed_ids]
+        self.embeds = embeds
         self.module: nn.Module | None = None
         self._template: Any = None
 
+    # ------------------------------------------------------------------ the ids and the kept positions
     def _ids(self, raw: Any) -> torch.Tensor:
         if self._template is None:
             return torch.as_tensor(raw)
@@ -248,11 +297,36 @@ class Embedded(InputLayout):
         return torch.as_tensor(values[self.input_name])
 
     def extras(self, raw: Any) -> dict[str, torch.Tensor]:
+        """Every input of the samples, the ids included (the model gets the real ids with each path point, and
+        the per-id reduction bins by them)."""
         if self._template is None:
-            return {}
-        return {name: torch.as_tensor(value) for name, value in members(raw) if name != self.input_name}
+            return {self.input_name: self._ids(raw)}
+        self._ids(raw)  # checks the inputs' names
+        return {name: torch.as_tensor(value) for name, value in members(raw)}
 
+    def _kept(self, ids: torch.Tensor, extras: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """Boolean (n, *id_shape): the positions that are attributed (None: all of them)."""
+        keep = None
+        if self.mask is not None:
+            keep = extras[self.mask] != 0
+            if tuple(keep.shape) != tuple(ids.shape):
+                raise ShapeError(f"the mask {self.mask!r} has shape {tuple(keep.shape[1:])} per sample, the ids "
+                                 f"{tuple(ids.shape[1:])}; it needs one entry per token")
+        if self.fixed_ids:
+            held = torch.isin(ids, torch.as_tensor(self.fixed_ids, dtype=ids.dtype, device=ids.device))
+            keep = ~held if keep is None else keep & ~held
+        return keep
+
+    @staticmethod
+    def _spread(keep: torch.Tensor, like: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """``keep`` (n, *id_shape) with singleton dimensions so that it broadcasts against ``like``, whose
+        positions start at dimension ``1 + offset``."""
+        shape = (len(keep),) + (1,) * offset + tuple(keep.shape[1:])
+        return keep.reshape(shape + (1,) * (like.ndim - len(shape)))
+
+    # ------------------------------------------------------------------ fitting
     def fit(self, raw: Any, model: Any) -> None:
+        self._template = None
         if is_structured(raw):
             names = [name for name, _ in members(raw)]
             default = "input_ids" if isinstance(raw, Mapping) else "input_0"
@@ -260,32 +334,75 @@ class Embedded(InputLayout):
             if self.input_name not in names:
                 raise InputError(f"the samples' inputs are {names}; name the token ids among them with "
                                  f"Embedded(..., input=<name>)")
+            if self.mask is not None and (self.mask not in names or self.mask == self.input_name):
+                raise InputError(f"mask={self.mask!r} is not one of the samples' other inputs {names}")
+            if self.embeds is not None and not isinstance(raw, Mapping):
+                raise InputError("embeds= passes the embeddings by keyword, so the samples must be dicts of named "
+                                 "inputs, not tuples")
             self._template, self.all_names = raw, names
-        elif self.input_request is not None:
-            raise InputError(f"input={self.input_request!r} names one of several inputs, but the samples hold one "
-                             "tensor of ids")
+        else:
+            for value, name in ((self.input_request, "input"), (self.mask, "mask")):
+                if value is not None:
+                    raise InputError(f"{name}={value!r} names one of several inputs, but the samples hold one "
+                                     "tensor of ids")
+            self.input_name = "input"
         ids = self._ids(raw)
         if ids.is_floating_point():
             raise InputError(f"Embedded expects integer ids, got dtype {ids.dtype}")
         if not isinstance(model, nn.Module):
             raise InputError("Embedded needs an nn.Module model holding the embedding module")
+        if isinstance(model, torch.jit.ScriptModule) and self.embeds is None:
+            raise ModelError("token attribution through the embedding module's output (Embedded) needs forward "
+                             "hooks, which TorchScript modules (torch.jit.script or torch.jit.trace) do not run; "
+                             "give a model that takes the embeddings by keyword with Embedded(..., embeds=<keyword>), "
+                             "or pass the eager model")
         if isinstance(self.module_request, nn.Module):
             self.module = self.module_request
-            if all(sub is not self.module for sub in model.modules()):
+            if self.embeds is None and all(sub is not self.module for sub in model.modules()):
                 raise InputError("the embedding module given is not part of the model")
         else:
             self.module = named_submodule(model, self.module_request, "embedding module")
         self.id_shape = tuple(ids.shape[1:])
-        embedded = self._embed(ids[:1])
+        if self.mask is not None:
+            self._kept(ids, dict(members(raw)))  # the mask's shape
+        self.vocab_size = None
+        if self.per == "id":
+            self.vocab_size = self.vocab_request or getattr(self.module, "num_embeddings", None)
+            if not isinstance(self.vocab_size, int):
+                raise InputError("per='id' needs the number of token ids: pass Embedded(..., vocab_size=<int>) "
+                                 "(it is read from nn.Embedding modules)")
+            self._check_vocabulary(ids)
+        try:
+            embedded = self._embed(ids[:1])
+        except RuntimeError as error:
+            raise ModelError(f"the embedding module cannot embed the ids on its own ({error}); a submodule of a "
+                             "traced model cannot be called: pass the eager embedding module with "
+                             "Embedded(module, embeds=<keyword>)") from error
         self.embedded_shape = tuple(embedded.shape[1:])
+        aligned = self.embedded_shape[:len(self.id_shape)] == self.id_shape
+        if (self.mask is not None or self.fixed_ids or self.per == "id") and not aligned:
+            raise InputError(f"the embedding module maps ids of shape {self.id_shape} to {self.embedded_shape}; "
+                             "mask=, fixed_ids= and per='id' need one embedding per token")
         self.names, self.shapes = ["tokens"], [self.map_shape]
+
+    def _check_vocabulary(self, ids: torch.Tensor) -> None:
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
+            raise InputError(f"token ids range from {int(ids.min())} to {int(ids.max())}, outside the vocabulary "
+                             f"0 .. {self.vocab_size - 1} of the per-id map; give Embedded(..., vocab_size=...)")
 
     @property
     def map_shape(self) -> tuple[int, ...]:
         """Shape of one sample's map after the reduction."""
         probe = torch.zeros((1, 1) + self.embedded_shape, dtype=torch.float64)
-        return tuple(self.reduce(probe).shape[2:])
+        shape = tuple(self._reduce_embedding(probe).shape[2:])
+        if self.per == "id":
+            if shape[:len(self.id_shape)] != self.id_shape:
+                raise InputError(f"per='id' needs a reduce that keeps the token positions {self.id_shape}; it gave "
+                                 f"maps of shape {shape}")
+            return (self.vocab_size,) + shape[len(self.id_shape):]
+        return shape
 
+    # ------------------------------------------------------------------ encoding and the model
     def encode(self, raw: Any) -> torch.Tensor:
         return self._embed(self._ids(raw))
 
@@ -301,12 +418,26 @@ class Embedded(InputLayout):
         template = self._template
 
         def forward(embedded: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
-            handle = module.register_forward_hook(lambda _m, _i, _o: embedded)
+            extras = dict(extras)
+            ids = extras.pop(self.input_name)
+            keep = self._kept(ids, extras)
+            if self.embeds is not None:
+                points = embedded
+                if keep is not None:
+                    with torch.no_grad():
+                        own = module(ids)
+                    points = torch.where(self._spread(keep, embedded), embedded, own)
+                return model(**{**extras, self.embeds: points})
+
+            def replace(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+                # the module's own output (for the real ids) where the positions are held at the input
+                return embedded if keep is None else torch.where(self._spread(keep, embedded), embedded, output)
+
+            handle = module.register_forward_hook(replace)
             try:
-                placeholder = torch.zeros((len(embedded),) + self.id_shape, dtype=torch.long, device=embedded.device)
                 if template is None:
-                    return model(placeholder, **extras)
-                values = {**extras, self.input_name: placeholder}
+                    return model(ids, **extras)
+                values = {**extras, self.input_name: ids}
                 if isinstance(template, Mapping):
                     return model(**values)
                 return model(*[values[name] for name in self.all_names])
@@ -315,7 +446,8 @@ class Embedded(InputLayout):
 
         return forward
 
-    def reduce(self, attributions: torch.Tensor) -> torch.Tensor:
+    # ------------------------------------------------------------------ maps
+    def _reduce_embedding(self, attributions: torch.Tensor) -> torch.Tensor:
         if self.reduce_request is None:
             return attributions
         if self.reduce_request == "sum":
@@ -325,6 +457,30 @@ class Embedded(InputLayout):
             raise InputError("the reduce function must map (n, K, *embedded_shape) to (n, K, ...)")
         return reduced
 
+    def reduce(self, attributions: torch.Tensor, extras: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Per-sample attributions (n, K, *embedded_shape) → (n, K, *map_shape): reduced over the embedding,
+        zero at the positions that are not attributed, and binned by id for ``per="id"`` (which needs the
+        batch's inputs, ``extras``)."""
+        reduced = self._reduce_embedding(attributions)
+        if extras is None or self.input_name not in extras:
+            if self.per == "id":
+                if bool((reduced != 0).any()):
+                    raise InputError("per='id' maps need the batch's token ids: reduce(attributions, extras)")
+                return reduced.new_zeros((len(reduced), reduced.shape[1]) + self.map_shape)
+            return reduced
+        ids = torch.as_tensor(extras[self.input_name]).to(reduced.device)
+        keep = self._kept(ids, {name: torch.as_tensor(value).to(reduced.device) for name, value in extras.items()})
+        if keep is not None:
+            reduced = reduced * self._spread(keep, reduced, offset=1).to(reduced.dtype)
+        if self.per == "position":
+            return reduced
+        self._check_vocabulary(ids)
+        n, k = reduced.shape[:2]
+        rest = tuple(reduced.shape[2 + len(self.id_shape):])
+        flat = reduced.reshape((n, k, -1) + rest)
+        index = ids.reshape((n, 1, -1) + (1,) * len(rest)).expand_as(flat)
+        return flat.new_zeros((n, k, self.vocab_size) + rest).scatter_add_(2, index, flat)
+
     def split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         return {"tokens": flat}
 
@@ -332,7 +488,9 @@ class Embedded(InputLayout):
         reduce = self.reduce_request if isinstance(self.reduce_request, (str, type(None))) else \
             getattr(self.reduce_request, "__name__", "callable")
         return {"kind": "Embedded", "names": self.names, "shapes": [list(s) for s in self.shapes],
-                "embedded_shape": list(self.embedded_shape), "reduce": reduce}
+                "embedded_shape": list(self.embedded_shape), "reduce": reduce, "input": self.input_name,
+                "mask": self.mask, "per": self.per, "vocab_size": self.vocab_size, "fixed_ids": self.fixed_ids,
+                "embeds": self.embeds}
 
 
 def choose_layout(raw: Any, requested: InputLayout | None) -> InputLayout:
