@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import inspect
+import json
 import logging
 import pickle
 import sys
@@ -25,11 +26,17 @@ METHODS = {"igc": "IGC", "igac": "IGaC", "ig-moments": "IGMoments", "naive-corre
 RUN_OPTIONS = {"model": str, "weights": str, "data": str, "method": str, "baselines": str, "steps": int,
                "quadrature": str, "tolerance": float, "max_steps": int, "estimator": str, "outputs": str,
                "score": str, "batch_size": int, "seed": int, "regions": str, "permutations": int,
-               "bootstrap": int, "checkpoint": str, "checkpoint_every": float, "out": str}
+               "bootstrap": int, "checkpoint": str, "checkpoint_every": float, "out": str,
+               "model_args": dict, "data_args": dict, "output": str, "attributed": str, "embedding": str,
+               "token_input": str, "attention_mask": str, "fixed_ids": str, "token_map": str, "vocab_size": int,
+               "baseline_token": int}
+
+#: options of ``igcorr run`` that only make sense with --embedding (token ids attributed in embedding space)
+TOKEN_OPTIONS = ("token_input", "attention_mask", "fixed_ids", "token_map", "vocab_size", "baseline_token")
 
 #: options of ``igcorr run`` restricted to a few values (the same lists as the command line's choices)
 RUN_CHOICES = {"method": sorted(METHODS), "estimator": ["quadrature", "montecarlo"],
-               "score": ["output", "softmax", "log_softmax"]}
+               "score": ["output", "softmax", "log_softmax"], "token_map": ["position", "id"]}
 
 #: how the --baselines option reads (also the help text of the option)
 BASELINES_HELP = ("'zero' (the default); an integer N such as 8: N dataset draws per sample; 'shared:N': one "
@@ -57,8 +64,31 @@ def build_parser() -> argparse.ArgumentParser:
                     "dashes); command-line options win.")
     run.add_argument("--config", help="TOML file with any of the options below")
     run.add_argument("--model", help="PKG.MODULE:FACTORY returning an nn.Module (or the module object itself)")
+    run.add_argument("--model-args", help="keyword arguments of the model factory as a JSON object, e.g. "
+                                          "'{\"num_classes\": 10}' (a [model_args] table in the config file)")
     run.add_argument("--weights", help="state_dict file loaded into the model")
     run.add_argument("--data", help="PKG.MODULE:FACTORY returning an (X, Y) pair, a Dataset or a DataLoader")
+    run.add_argument("--data-args", help="keyword arguments of the data factory as a JSON object "
+                                         "(a [data_args] table in the config file)")
+    run.add_argument("--output", help="the attributed part of what the model returns: a key or attribute name "
+                                      "(e.g. logits) or a tuple position")
+    run.add_argument("--attributed", help="samples that are dicts or tuples of inputs: comma-separated names of "
+                                          "the attributed inputs; the others go to the model unattributed")
+    run.add_argument("--embedding", help="attribute token ids in the output space of this embedding module (a "
+                                         "name from model.named_modules(), e.g. bert.embeddings.word_embeddings)")
+    run.add_argument("--token-input", help="with --embedding: the name of the token ids among the samples' inputs "
+                                           "(default input_ids)")
+    run.add_argument("--attention-mask", help="with --embedding: the 0/1 input marking real tokens; padding is held "
+                                              "at the input and gets no attribution")
+    run.add_argument("--fixed-ids", help="with --embedding: comma-separated token ids held at the input, e.g. the "
+                                         "[CLS] and [SEP] ids")
+    run.add_argument("--token-map", choices=["position", "id"],
+                     help="with --embedding: one value per position (default) or per token id (also writes "
+                          "tokens.png and tokens.md with the top tokens and their counts)")
+    run.add_argument("--vocab-size", type=int, help="with --token-map id: number of token ids (default: read from "
+                                                    "the embedding module)")
+    run.add_argument("--baseline-token", type=int, help="with --embedding: the baseline is this token at every "
+                                                        "position, embedded (e.g. the padding id)")
     run.add_argument("--method", choices=sorted(METHODS), help="dataset-wise method (default: igc)")
     run.add_argument("--baselines", help=BASELINES_HELP)
     run.add_argument("--steps", type=int, help="quadrature nodes per path (start value with --tolerance)")
@@ -79,10 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     example = commands.add_parser("example", help="runnable worked examples on bundled or simulated data")
-    example.add_argument("name", choices=["fmri-decoding"], help="fmri-decoding: simulated voxels in nilearn's "
-                         "MNI152 mask, a decoder, IGC back onto the brain with region p-values and intervals")
-    example.add_argument("--out", default="igcorr-out/fmri-decoding", help="output folder")
-    example.add_argument("--samples", type=int, default=900, help="simulated samples (default 900)")
+    example.add_argument("name", choices=["fmri-decoding", "text-classification"],
+                         help="fmri-decoding: simulated voxels in nilearn's MNI152 mask, a decoder, IGC back onto the "
+                              "brain with region p-values and intervals; text-classification: a small BERT on "
+                              "generated sentences, IGC per position and per token id (needs the text extra)")
+    example.add_argument("--out", help="output folder (default igcorr-out/<name>)")
+    example.add_argument("--samples", type=int, help="simulated samples (default 900; text-classification: "
+                                                     "held-out sentences, default 600)")
     example.add_argument("--voxel-size", type=float, default=4.0, help="voxel size in mm (2 = the bundled mask)")
     example.add_argument("--permutations", type=int, default=500)
     example.add_argument("--bootstrap", type=int, default=200)
@@ -153,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_object(spec: str, what: str) -> Any:
-    """Import ``PKG.MODULE:NAME`` and return the attribute, called with no arguments if it is a factory."""
+def load_object(spec: str, what: str, arguments: dict[str, Any] | None = None) -> Any:
+    """Import ``PKG.MODULE:NAME`` and return the attribute, called (with ``arguments`` as keyword arguments, or
+    none) if it is a factory."""
     if not spec or ":" not in spec:
         raise InputError(f"{what} must be given as PKG.MODULE:FACTORY (e.g. mypackage.models:build), got {spec!r}")
     module_name, _, attribute = spec.partition(":")
@@ -171,10 +205,47 @@ def load_object(spec: str, what: str) -> Any:
         target = getattr(target, part)
     import torch
 
-    if callable(target) and not isinstance(target, torch.nn.Module) and (inspect.isfunction(target)
-                                                                          or inspect.isclass(target)):
-        target = target()
+    factory = callable(target) and not isinstance(target, torch.nn.Module) and (inspect.isfunction(target)
+                                                                                 or inspect.isclass(target))
+    if arguments and not factory:
+        raise InputError(f"{spec} is not a function or class, so the {what} arguments {arguments} cannot be "
+                         "passed to it")
+    if factory:
+        arguments = arguments or {}
+        try:
+            inspect.signature(target).bind(**arguments)
+        except TypeError as error:
+            raise InputError(f"the {what} factory {spec} does not take the arguments {arguments}: {error}") from error
+        except ValueError:
+            pass  # no signature to check against (some built-in classes): the call says what is wrong
+        target = target(**arguments)
     return target
+
+
+def parse_arguments(value: Any, where: str) -> dict[str, Any]:
+    """Keyword arguments of a factory: a JSON object (the command line) or a table (the config file)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{where} must be a JSON object such as '{{\"num_classes\": 10}}': {error}") from error
+    if not isinstance(value, dict):
+        raise InputError(f"{where} must be a JSON object (a table in the config file) of keyword arguments, got "
+                         f"{value!r}")
+    return value
+
+
+def parse_ids(value: Any, where: str) -> list[int]:
+    """Token ids from a comma-separated string ('101,102'), a list of integers or one integer."""
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        read = [_integer_or_none(part) for part in parts]
+        if None in read or not read:
+            raise InputError(f"{where} must be comma-separated token ids such as 101,102; got {value!r}")
+        return [check_int(i, f"every entry of {where}", minimum=0) for i in read]
+    if isinstance(value, list):
+        return [check_int(i, f"every entry of {where}", minimum=0, hint="a token id") for i in value]
+    return [check_int(value, where, minimum=0, hint="a token id, or a list of them")]
 
 
 def parse_baselines(text: str | None) -> Any:
@@ -231,6 +302,12 @@ def config_value(key: str, value: Any, where: str) -> Any:
     kind = RUN_OPTIONS[key]
     if key == "outputs":
         return parse_outputs(value, name)
+    if kind is dict:
+        return parse_arguments(value, name)
+    if key == "fixed_ids":
+        return parse_ids(value, name)
+    if key == "output" and isinstance(value, int) and not isinstance(value, bool):
+        return value  # output = 0: a tuple position
     if key == "baselines" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # baselines = 8 is the same as --baselines 8
     if kind is str:
@@ -262,12 +339,50 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         options.update({key: config_value(key, value, args.config) for key, value in config.items()})
     for key in RUN_OPTIONS:
         value = getattr(args, key, None)
-        if value is not None:
-            options[key] = value
+        if value is None:
+            continue
+        if RUN_OPTIONS[key] is dict:  # the command line's keyword arguments update the config file's
+            value = {**options.get(key, {}), **parse_arguments(value, f"--{key.replace('_', '-')}")}
+        elif key == "fixed_ids":
+            value = parse_ids(value, "--fixed-ids")
+        options[key] = value
     for required in ("model", "data"):
         if not options.get(required):
             raise InputError(f"igcorr run needs --{required} (or '{required} = ...' in the config file)")
     return options
+
+
+def run_layout(options: dict[str, Any]) -> Any:
+    """The input layout of ``igcorr run`` (None: chosen from the data), from --embedding and the token options
+    or --attributed; InputError for options that do not go together."""
+    from igcorr.inputs import Embedded, MultipleInputs
+
+    orphans = [f"--{key.replace('_', '-')}" for key in TOKEN_OPTIONS if options.get(key) is not None]
+    if options.get("embedding") is None:
+        if orphans:
+            raise InputError(f"{', '.join(orphans)} need --embedding (the embedding module of the token ids)")
+        if options.get("attributed") is None:
+            return None
+        names = [name.strip() for name in options["attributed"].split(",") if name.strip()]
+        return MultipleInputs(attributed=names or None)
+    if options.get("attributed") is not None:
+        raise InputError("--attributed chooses among float inputs and --embedding attributes token ids: give one")
+    if options.get("vocab_size") is not None and options.get("token_map") != "id":
+        raise InputError("--vocab-size is the size of the per-id map: it needs --token-map id")
+    return Embedded(options["embedding"], input=options.get("token_input"), mask=options.get("attention_mask"),
+                    per=options.get("token_map") or "position", vocab_size=options.get("vocab_size"),
+                    fixed_ids=options.get("fixed_ids"))
+
+
+def parse_output(value: Any) -> str | int | None:
+    """--output: a key or attribute name, or a position (an integer, or a string of digits)."""
+    if value is None or isinstance(value, int):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"--output must be a key or attribute name of the model's output, or a position; got "
+                         f"{value!r}")
+    value = value.strip()
+    return int(value) if value.isdecimal() else value
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -277,7 +392,11 @@ def command_run(args: argparse.Namespace) -> int:
     from igcorr.report import load_regions, write_report
 
     options = run_options(args)
-    model = load_object(options["model"], "model")
+    layout = run_layout(options)
+    output = parse_output(options.get("output"))
+    if options.get("baseline_token") is not None and options.get("baselines") is not None:
+        raise InputError("give either --baselines or --baseline-token, not both")
+    model = load_object(options["model"], "model", options.get("model_args"))
     if options.get("weights"):
         try:
             state = torch.load(options["weights"], map_location="cpu", weights_only=True)
@@ -293,17 +412,32 @@ def command_run(args: argparse.Namespace) -> int:
                              f"{' '.join(str(error).split())}") from error
     if isinstance(model, torch.nn.Module):
         model.eval()
-    data = load_object(options["data"], "data")
+    data = load_object(options["data"], "data", options.get("data_args"))
     method_name = check_choice(options.get("method", "igc"), "--method", sorted(METHODS))
     method_class = getattr(igcorr, METHODS[method_name], None)
     if method_class is None:
         raise InputError(f"this igcorr has no {METHODS[method_name]} method")
     score = options.get("score")
-    method = method_class(model, score=None if score in (None, "output") else score)
+    settings = {"output": output, "inputs": layout}
+    refused = sorted(key for key, value in settings.items()
+                     if value is not None and key not in inspect.signature(method_class).parameters)
+    if refused:
+        flags = {"output": "--output", "inputs": "--embedding/--attributed"}
+        raise InputError(f"the {method_name} method does not take {', '.join(flags[key] for key in refused)}")
+    method = method_class(model, score=None if score in (None, "output") else score,
+                          **{key: value for key, value in settings.items() if value is not None})
     regions = load_regions(options["regions"]) if options.get("regions") else None
     outputs = parse_outputs(options.get("outputs"))
+    baselines = parse_baselines(options.get("baselines")) if "baselines" in options else None
+    if options.get("baseline_token") is not None:
+        from igcorr.model import named_submodule
+        from igcorr.text import ids_shape, token_baseline
+
+        embedding = named_submodule(model, options["embedding"], "embedding module")
+        baselines = token_baseline(embedding, ids_shape(data, options.get("token_input")),
+                                   options["baseline_token"])
     wanted = {
-        "baselines": parse_baselines(options.get("baselines")) if "baselines" in options else None,
+        "baselines": baselines,
         "n_steps": options.get("steps"), "method": options.get("quadrature"), "tolerance": options.get("tolerance"),
         "max_steps": options.get("max_steps"), "estimator": options.get("estimator"), "outputs": outputs,
         "batch_size": options.get("batch_size"), "seed": options.get("seed"),
@@ -319,6 +453,10 @@ def command_run(args: argparse.Namespace) -> int:
         raise InputError(f"the {method_name} method does not take {refused}; its options: {sorted(accepted)}")
     result = method.attribute(data, progress=not args.no_progress, **given)
     written = write_report(result, options.get("out", "igcorr-out/run"), regions=regions)
+    if options.get("token_map") == "id":
+        from igcorr.text import write_top_tokens
+
+        written.update(write_top_tokens(result, data, options.get("out", "igcorr-out/run")))
     print(result.summary())
     print("wrote " + ", ".join(str(path) for path in written.values()))
     return 0
@@ -341,7 +479,7 @@ def command_report(args: argparse.Namespace) -> int:
 #: optional packages that the demo, example and benchmark commands (the igcorr_examples package) import:
 #: module name → (what pip installs, the igcorr extra that brings it)
 OPTIONAL_PACKAGES = {"sklearn": ("scikit-learn", "examples"), "nilearn": ("nilearn", "neuro"),
-                     "nibabel": ("nibabel", "neuro")}
+                     "nibabel": ("nibabel", "neuro"), "transformers": ("transformers", "text")}
 
 
 def require_optional(*modules: str) -> None:
@@ -374,17 +512,36 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def command_example(args: argparse.Namespace) -> int:
+    out = args.out or f"igcorr-out/{args.name}"
+    if args.name == "text-classification":
+        return example_text(args, out)
     require_optional("nilearn", "nibabel")
     from igcorr_examples.fmri import run_fmri_example
 
-    report = run_fmri_example(args.out, n_samples=args.samples, voxel_size=args.voxel_size,
+    report = run_fmri_example(out, n_samples=args.samples or 900, voxel_size=args.voxel_size,
                               permutations=args.permutations, bootstrap=args.bootstrap, seed=args.seed,
                               progress=not args.no_progress)
     print(f"decoder test r = {report['test_r']:.3f} over {report['n_voxels']} voxels; "
           f"IGC Σ map = {report['map_sum']:.3f}")
     for name, value in report["region_sums"].items():
         print(f"  {name:34s} {value:+.4f}")
-    print(f"wrote {args.out}/ (igc_map.nii.gz, glass_brain.png, regions.png, regions.csv, summary.md)")
+    print(f"wrote {out}/ (igc_map.nii.gz, glass_brain.png, regions.png, regions.csv, summary.md)")
+    return 0
+
+
+def example_text(args: argparse.Namespace, out: str) -> int:
+    """``igcorr example text-classification``: a small BERT on generated sentences, IGC per token id."""
+    require_optional("transformers")
+    samples = 600 if args.samples is None else check_int(args.samples, "--samples", minimum=2)
+    from igcorr_examples.text import run_text_example
+
+    report = run_text_example(out, n_samples=samples, seed=args.seed, progress=not args.no_progress)
+    print(f"held-out accuracy {report['test_accuracy']:.3f}; r = {report['correlation']:.3f}; "
+          f"Σ map per position {report['map_sum_positions']:.3f}, per id {report['map_sum_ids']:.3f}")
+    print("top tokens: " + ", ".join(f"{name} {value:+.3f} (×{count})" for name, _, value, count in report["top"][:6]))
+    print("ranks of the deciding ids: " + ", ".join(f"{name} {rank}" for name, rank in report["deciding_ranks"].items()))
+    print(f"took {report['seconds']:.1f} s; wrote {out}/ (tokens.png, positions.png, result_ids.npz, "
+          "result_positions.npz, summary.md)")
     return 0
 
 
