@@ -289,3 +289,28 @@ def test_token_helpers(padded_ids):
         top_tokens(result)
     with pytest.raises(InputError, match="outside the vocabulary 0 .. 4"):
         token_counts((ids, y), 5)
+
+
+def test_per_id_maps_from_loaders_and_checkpoints(padded_ids, tmp_path):
+    ids, mask, y = padded_ids
+    model = MeanPooled().double().eval()
+
+    class Sentences(Dataset):
+        def __len__(self):
+            return len(y)
+
+        def __getitem__(self, index):
+            return {"input_ids": ids[index], "attention_mask": mask[index]}, y[index]
+
+    layout = Embedded("embed", mask="attention_mask", per="id")
+    options = {"n_steps": 8, "progress": False}
+    reference = igcorr.IGC(model, inputs=layout).attribute(({"input_ids": ids, "attention_mask": mask}, y),
+                                                           **options)
+    loaded = igcorr.IGC(model, inputs=layout).attribute(DataLoader(Sentences(), batch_size=7), **options)
+    np.testing.assert_allclose(loaded.maps, reference.maps, rtol=0, atol=1e-12)
+    checkpoint = tmp_path / "run.ckpt"
+    first = igcorr.IGC(model, inputs=layout).attribute(Sentences(), checkpoint=checkpoint, batch_size=16, **options)
+    resumed = igcorr.IGC(model, inputs=layout).attribute(Sentences(), checkpoint=checkpoint, batch_size=16,
+                                                         **options)
+    np.testing.assert_array_equal(resumed.maps, first.maps)
+    np.testing.assert_allclose(first.maps, reference.maps, rtol=0, atol=1e-12)
