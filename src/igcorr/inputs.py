@@ -234,8 +234,9 @@ class Embedded(InputLayout):
     mask : str, optional
         The name of a 0/1 input of the samples (e.g. ``"attention_mask"``) marking the positions that are
         attributed. Where it is 0 (padding) the path stays at the sample's own embedding, as if the baseline
-        were the input there: nothing is attributed to those positions and they do not change the baseline's
-        prediction. The mask is still passed to the model.
+        were the input there: nothing is attributed to those positions. The baseline then keeps each sample's
+        padding, so for a model that reads padded positions its prediction varies between samples (the
+        result's baseline term). The mask is still passed to the model.
     per : "position" or "id"
         What the map is indexed by: the positions of the sequence (default), or the vocabulary: per sample,
         the contributions of all positions holding an id are added into that id's bin, so the dataset map has
@@ -470,7 +471,8 @@ class Embedded(InputLayout):
             return reduced
         ids = torch.as_tensor(extras[self.input_name]).to(reduced.device)
         keep = self._kept(ids, {name: torch.as_tensor(value).to(reduced.device) for name, value in extras.items()})
-        if keep is not None:
+        positions = tuple(reduced.shape[2:2 + len(self.id_shape)]) == self.id_shape
+        if keep is not None and positions:  # held positions have zero gradients: make their zeros exact
             reduced = reduced * self._spread(keep, reduced, offset=1).to(reduced.dtype)
         if self.per == "position":
             return reduced
