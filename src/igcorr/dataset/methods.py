@@ -139,6 +139,9 @@ def warn_if_map_misses_its_sum(result: Result) -> None:
     diagnostics = result.diagnostics
     if not {"map_sum", "correlation", "baseline_term"} <= set(diagnostics):
         return
+    layout = result.metadata.get("inputs") or {}
+    if layout.get("kind") == "Embedded" and layout.get("reduce") not in ("sum", None):
+        return  # a reduction that is not a sum (e.g. a norm) does not keep the map's sum
     expected = np.asarray(diagnostics["correlation"]) + np.asarray(diagnostics["baseline_term"])
     gap = np.abs(np.asarray(diagnostics["map_sum"]) - expected)
     allowed = SUM_GAP_WARNING * np.maximum(np.abs(expected), 0.05)
