@@ -104,11 +104,25 @@ class ChunkTuning:
         self.queue: list[int] = [] if decided else [self.sizes[0], *self.sizes]
         self.warmed_up = False
         self.seconds_per_point: dict[tuple[int, str], float] = {}
+        #: points of the (short) paths timed whole, when they are shorter than a size of the trial
+        self.whole_path: int | None = None
 
     @property
     def trying(self) -> int | None:
         """The chunk size being timed, or None once the trial is over."""
         return self.queue[0] if self.queue else None
+
+    def cap(self, points: int) -> None:
+        """The paths of this run hold only ``points`` points (a short per-batch path: few samples per batch times
+        few points per sample), fewer than the size being timed: no chunk of the larger sizes can occur, so a
+        whole path takes their place in the trial and is timed next (after the warm-up if that has not run).
+        Without this, a run whose paths are all shorter than the smallest candidate would never time a chunk
+        and keep its first output strategy untested. If whole paths turn out fastest, :meth:`choice` keeps the
+        largest size (whose chunks are whole paths)."""
+        if not self.queue or self.queue[0] <= points:
+            return
+        self.whole_path = int(points)
+        self.queue = [int(points)] if self.warmed_up else [int(points), int(points)]
 
     def drop(self, strategy: str) -> None:
         """Take a strategy out of the running (it does not fit in memory or disagrees with the others)."""
@@ -142,8 +156,11 @@ class ChunkTuning:
             return self.sizes[-1], self.strategies[0]
         fastest = min(self.seconds_per_point.values())
         size = min(size for (size, _), value in self.seconds_per_point.items() if value <= self.SIZE_MARGIN * fastest)
-        return min(((s, strategy) for s, strategy in self.seconds_per_point if s == size),
-                   key=self.seconds_per_point.__getitem__)
+        chosen, strategy = min(((s, strategy) for s, strategy in self.seconds_per_point if s == size),
+                               key=self.seconds_per_point.__getitem__)
+        if chosen == self.whole_path and chosen not in self.sizes:
+            chosen = self.sizes[-1]  # whole paths were fastest: chunks as large as allowed hold whole paths
+        return chosen, strategy
 
     def describe(self) -> dict[str, float]:
         """Measured microseconds per point, keyed "size strategy"."""

@@ -303,8 +303,11 @@ class PathIntegrator:
         squares: torch.Tensor | None = None
         compiling = _keep_saved_tensors() if self.adapter.compile_options is not None else contextlib.nullcontext()
         with compiling, torch.enable_grad():
-            for chunk in path.chunks(self.next_chunk_size):
+            for index, chunk in enumerate(path.chunks(self.next_chunk_size)):
                 size = len(chunk.sample)
+                if (index == 0 and self.fixed_chunk_points is None and self._tuning is not None
+                        and size < (self._tuning.trying or 0)):
+                    self._tuning.cap(size)  # the whole path is shorter than the size being timed: time it as is
                 tuning = self._tuning if self._tuning is not None and self._tuning.trying == size else None
                 started = time.perf_counter()
                 evaluation = path.evaluate(chunk, targets_of)
