@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,15 +39,32 @@ from igcorr.paths.budget import MemoryBudget
 from igcorr.paths.integrator import PathIntegrator
 from igcorr.reducers import Reducer, SampleBatch
 from igcorr.reducers.base import Computed
+from igcorr.reducers.correlation import BLOCK_BYTES
 from igcorr.reducers.inference import InferencePlan
 
 logger = logging.getLogger(__name__)
 
 #: share of the memory budget that one batch of per-sample buffers (float64 attributions, baselines) may take
 _BATCH_SHARE = 0.25
-#: upper bound of that share when the budget is large: larger batches do not run faster
+#: upper bound of that share when the budget is large: larger batches do not run faster, once a batch's path
+#: holds ``_BATCH_POINTS`` points
 _BATCH_BYTES = 128 * 2**20
 _MAX_DEFAULT_BATCH = 256
+#: path points a batch's paths should hold together when the budget allows (more than the 128 MiB above may then
+#: be used): with many outputs behind a linear readout, one sample's attributions are K·D float64 values, and a
+#: batch of one or two samples gives the path integrals chunks too short to amortise their forward and
+#: backward passes
+_BATCH_POINTS = 512
+#: bytes per attributed value that a batch holds at once (measured): two float64 copies (the integrator's sums,
+#: projected through the readout, and the per-sample averages the path hands on, or the finiteness check's
+#: temporary) and a boolean
+_BYTES_PER_ATTRIBUTION = 2 * 8 + 1
+
+
+def _disk_working_bytes(budget: MemoryBudget) -> int:
+    """Memory the map state stored on disk keeps: the block of outputs being updated, with its temporaries (see
+    MapMoment), at most an eighth of the budget."""
+    return max(1, min(BLOCK_BYTES, budget.bytes // 8))
 
 
 @dataclass(frozen=True)
@@ -179,8 +197,14 @@ class DatasetRun:
                                         output_strategy=self.engine.output_strategy)
             integrator.configure(probe, output_index, probe_extras)
             spec = baselines if baselines is not None and estimator.uses_baselines else _NoBaselines()
+            # whether the maps' K·D state can be kept on disk (see _check_state_memory)
+            disk = callable(getattr(make_reducer(selected), "store_maps_on_disk", None)) and not isinstance(
+                estimator, MonteCarlo)
             if options.batch_size is None:
-                source.batch_size = self._batch_size(integrator.budget, len(selected), x_shape, spec, probe)
+                source.batch_size = self._batch_size(integrator.budget, len(selected), x_shape, spec, probe,
+                                                     _points_per_sample(estimator, spec),
+                                                     _chunk_bytes(integrator, probe, probe_extras, len(selected)),
+                                                     map_shape, disk)
             if check_targets is not None:
                 check_targets(source, n_model_outputs, selected)
             if prepare is not None:
@@ -216,7 +240,11 @@ class DatasetRun:
             plan = inference if inference is not None and inference.active else None
             if plan is not None:
                 plan.prepare(map_shape, None)
-            self._check_state_memory(integrator.budget, estimator, plan, len(selected), map_shape, spec)
+            maps_on_disk = self._check_state_memory(
+                integrator.budget, estimator, plan, len(selected), map_shape, spec, disk=disk,
+                prefer_disk=options.batch_size is None and _maps_belong_on_disk(
+                    integrator.budget, len(selected), x_shape, spec, probe,
+                    _chunk_bytes(integrator, probe, probe_extras, len(selected)), map_shape))
             if plan is not None and plan.permutations:
                 plan.prepare(map_shape, all_targets(source, n_model_outputs, selected).to(probe.device))
             describe_baselines = spec.describe()
@@ -237,6 +265,8 @@ class DatasetRun:
                 main = make_reducer(selected)
                 return plan.wrap(main, selected, seed) if plan is not None else main
 
+                if maps_on_disk:
+                    main.store_maps_on_disk(_disk_working_bytes(integrator.budget))
             reducer, seen = run_reduction(source, reducer_factory, step, progress=options.progress,
                                           description=self.name.upper(), device=probe.device, checkpoint=saver)
         computed = reducer.compute()
@@ -255,6 +285,7 @@ class DatasetRun:
             "world_size": distributed.world()[1],
             "engine": integrator.describe(),
             "model_sha256": model_fingerprint(self.adapter.model),
+            "maps_storage": "disk" if maps_on_disk else "memory",
             "parameters": parameters,
             "baselines": describe_baselines,
             "inference": plan.describe() if plan is not None else None,
@@ -267,39 +298,123 @@ class DatasetRun:
 
     @staticmethod
     def _check_state_memory(budget: MemoryBudget, estimator: Estimator, plan: InferencePlan | None, n_outputs: int,
-                            map_shape: tuple[int, ...], spec: baseline_forms.BaselineSpec) -> None:
+                            map_shape: tuple[int, ...], spec: baseline_forms.BaselineSpec, disk: bool = False,
+                            prefer_disk: bool = False) -> bool:
         """Refuse, before any path integral, a run whose accumulated state would not fit the memory budget:
         the maps' co-moments (three K·D float64 arrays, three more for Monte-Carlo variances) and the
-        permutation and bootstrap accumulators."""
+        permutation and bootstrap accumulators.
+
+        The maps' K·D state goes to disk (when the reducer can keep it there, ``disk``) if it does not fit the
+        budget, or if it fits but leaves no room for one sample's attributions (``prefer_disk``, see
+        :func:`_maps_belong_on_disk`); then only what stays in memory is counted: the blocks of outputs being
+        updated and the inference accumulators. Returns whether the maps are stored on disk.
+        """
         features = max(1, int(np.prod(map_shape, dtype=np.int64)))
         main = (6 if isinstance(estimator, MonteCarlo) else 3) * 8 * n_outputs * features
         inference = plan.planned_bytes(n_outputs, features) if plan is not None else 0
-        if main + inference > budget.bytes:
-            parts = f"maps {main / 2**20:.1f} MiB" + (f", permutations/bootstrap {inference / 2**20:.1f} MiB"
-                                                      if inference else "")
-            raise InputError(
-                f"the run's accumulated state needs about {(main + inference) / 2**20:.1f} MiB ({parts}) for "
-                f"{n_outputs} outputs × {features} components, more than max_memory={budget.bytes} bytes "
-                f"({budget.bytes / 2**20:.1f} MiB). Raise max_memory, attribute fewer outputs, or keep region "
-                "statistics only (regions_only=True)"
-            )
+        on_disk = disk and not isinstance(estimator, MonteCarlo)
+        if main + inference <= budget.bytes and not (on_disk and prefer_disk):
+            return False
+        kept = min(main, _disk_working_bytes(budget)) if on_disk else main
+        if on_disk and kept + inference <= budget.bytes:
+            logger.info("the maps' state (%.1f MiB) is kept on disk, in %s", main / 2**20, tempfile.gettempdir())
+            return True
+        parts = f"maps {kept / 2**20:.1f} MiB" + (" in memory, their K·D state on disk" if on_disk else "") + (
+            f", permutations/bootstrap {inference / 2**20:.1f} MiB" if inference else "")
+        raise InputError(
+            f"the run's accumulated state needs about {(kept + inference) / 2**20:.1f} MiB ({parts}) for "
+            f"{n_outputs} outputs × {features} components, more than max_memory={budget.bytes} bytes "
+            f"({budget.bytes / 2**20:.1f} MiB). Raise max_memory, attribute fewer outputs, or keep region "
+            "statistics only (regions_only=True)"
+        )
 
     @staticmethod
     def _batch_size(budget: MemoryBudget, n_outputs: int, x_shape: tuple[int, ...],
-                    spec: baseline_forms.BaselineSpec, probe: torch.Tensor) -> int:
-        """Samples per batch such that the batch's float64 attributions and its baselines (Monte-Carlo draws
-        included, with the temporaries of drawing them) take at most a quarter of the budget (and at most
-        128 MiB); the path integrator's chunks take the rest."""
-        features = max(1, int(np.prod(x_shape, dtype=np.int64)))
-        draws = int(getattr(spec, "count", 1))
-        per_sample = 8 * n_outputs * features + 3 * draws * features * max(probe.element_size(), 8)
-        share = MemoryBudget(min(_BATCH_BYTES, budget.fraction(_BATCH_SHARE).bytes))
-        fitting = share.count(per_sample, "one sample's attributions and baselines (a quarter of the budget)")
+                    spec: baseline_forms.BaselineSpec, probe: torch.Tensor, points_per_sample: int | None = None,
+                    chunk_bytes: int | None = None, map_shape: tuple[int, ...] | None = None,
+                    disk: bool = False) -> int:
+        """Samples per batch such that the batch's attributions (two float64 copies and a boolean: the
+        integrator's sums, or their projection through a linear readout, and the per-sample averages or the
+        finiteness check) and its baselines (Monte-Carlo draws included, with the temporaries of drawing them)
+        fit their share of the budget.
+
+        The share is a quarter of the budget, or what the path integrator's largest chunk (``chunk_bytes``) and
+        the maps' state leave if that is more (with the state on disk, which the reducer allows when ``disk``,
+        only its working blocks count; see :func:`_maps_belong_on_disk`). Of it, at most 128 MiB is used,
+        unless more is needed for the batch's paths to hold ``_BATCH_POINTS`` points (``points_per_sample`` path
+        points per sample, when the estimator fixes them), or one sample needs more.
+
+        With K outputs behind a linear readout, a sample's attributions are K·D values although its path
+        integrals run over the readout's H inputs only: a batch sized by the 128 MiB alone would hold one or
+        two samples, whose paths are too short for chunks that amortise the passes through the model.
+        """
+        per_sample = _per_sample_bytes(n_outputs, x_shape, spec, probe)
+        room = budget.fraction(_BATCH_SHARE).bytes
+        if chunk_bytes is not None:
+            features = max(1, int(np.prod(map_shape or x_shape, dtype=np.int64)))
+            on_disk = disk and _maps_belong_on_disk(budget, n_outputs, x_shape, spec, probe, chunk_bytes, map_shape)
+            kept = _disk_working_bytes(budget) if on_disk else 3 * 8 * n_outputs * features + BLOCK_BYTES
+            room = _batch_room(budget, chunk_bytes, kept)
+        ceiling = max(_BATCH_BYTES, per_sample)  # the 128 MiB never refuse a sample that the room holds
+        if points_per_sample:
+            ceiling = max(ceiling, -(-_BATCH_POINTS // points_per_sample) * per_sample)
+        share = MemoryBudget(max(1, min(ceiling, room)))
+        fitting = share.count(per_sample, "one sample's attributions and baselines (the budget's share of a "
+                                          "batch)")
         return int(min(fitting, _MAX_DEFAULT_BATCH))
 
 
 class _NoBaselines(baseline_forms.BaselineSpec):
     """Baseline spec of the estimators that use none."""
+
+def _per_sample_bytes(n_outputs: int, x_shape: tuple[int, ...], spec: baseline_forms.BaselineSpec,
+                      probe: torch.Tensor) -> int:
+    """Memory of one sample in a batch: its attributions (``_BYTES_PER_ATTRIBUTION`` bytes per value) and its
+    baselines (Monte-Carlo draws included, with the temporaries of drawing them)."""
+    features = max(1, int(np.prod(x_shape, dtype=np.int64)))
+    draws = int(getattr(spec, "count", 1))
+    return _BYTES_PER_ATTRIBUTION * n_outputs * features + 3 * draws * features * max(probe.element_size(), 8)
+
+
+def _batch_room(budget: MemoryBudget, chunk_bytes: int, kept: int) -> int:
+    """Bytes a batch's buffers may take: what the largest chunk (at most three quarters of the budget) and the
+    state kept in memory leave, and at least a quarter of the budget."""
+    chunks = min(int(chunk_bytes), budget.fraction(1 - _BATCH_SHARE).bytes)
+    return max(budget.fraction(_BATCH_SHARE).bytes, budget.bytes - chunks - kept)
+
+
+def _maps_belong_on_disk(budget: MemoryBudget, n_outputs: int, x_shape: tuple[int, ...],
+                         spec: baseline_forms.BaselineSpec, probe: torch.Tensor, chunk_bytes: int,
+                         map_shape: tuple[int, ...] | None = None) -> bool:
+    """Whether the maps' K·D state should go to disk: it does not fit the budget, or it fits but leaves no room
+    for one sample's attributions, which the state's absence would leave (many outputs behind a readout: the
+    state is 3·K·D and one sample's buffers 2·K·D float64 values)."""
+    features = max(1, int(np.prod(map_shape or x_shape, dtype=np.int64)))
+    state = 3 * 8 * n_outputs * features
+    if state > budget.bytes:
+        return True
+    per_sample = _per_sample_bytes(n_outputs, x_shape, spec, probe)
+    return (_batch_room(budget, chunk_bytes, state + BLOCK_BYTES) < per_sample
+            <= _batch_room(budget, chunk_bytes, _disk_working_bytes(budget)))
+
+
+def _chunk_bytes(integrator: PathIntegrator, probe: torch.Tensor, extras: dict[str, torch.Tensor],
+                 n_outputs: int) -> int:
+    """Memory of the largest chunk of path points the integrator may use (its estimate per point)."""
+    width = integrator.readout.width if integrator.readout is not None else n_outputs
+    return int(integrator.chunk_points) * integrator.bytes_per_point(probe, width, extras)
+
+
+def _points_per_sample(estimator: Estimator, spec: baseline_forms.BaselineSpec) -> int | None:
+    """Path points of one sample for the estimators that fix them (quadrature nodes × baselines, or Monte-Carlo
+    points); None for the others."""
+    if isinstance(estimator, MonteCarlo):
+        return max(1, int(estimator.points))
+    nodes = getattr(getattr(estimator, "rule", None), "nodes", None)
+    if nodes is None:
+        return None
+    return max(1, len(nodes)) * max(1, int(getattr(spec, "count", 1) or 1))
+
 
     count = 0
 
