@@ -263,10 +263,10 @@ class DatasetRun:
 
             def reducer_factory() -> Reducer:
                 main = make_reducer(selected)
-                return plan.wrap(main, selected, seed) if plan is not None else main
-
                 if maps_on_disk:
                     main.store_maps_on_disk(_disk_working_bytes(integrator.budget))
+                return plan.wrap(main, selected, seed) if plan is not None else main
+
             reducer, seen = run_reduction(source, reducer_factory, step, progress=options.progress,
                                           description=self.name.upper(), device=probe.device, checkpoint=saver)
         computed = reducer.compute()
@@ -282,10 +282,10 @@ class DatasetRun:
             "score": adapter.describe_score(),
             "seed": seed,
             "batch_size": source.batch_size,
+            "maps_storage": "disk" if maps_on_disk else "memory",
             "world_size": distributed.world()[1],
             "engine": integrator.describe(),
             "model_sha256": model_fingerprint(self.adapter.model),
-            "maps_storage": "disk" if maps_on_disk else "memory",
             "parameters": parameters,
             "baselines": describe_baselines,
             "inference": plan.describe() if plan is not None else None,
@@ -364,9 +364,6 @@ class DatasetRun:
         return int(min(fitting, _MAX_DEFAULT_BATCH))
 
 
-class _NoBaselines(baseline_forms.BaselineSpec):
-    """Baseline spec of the estimators that use none."""
-
 def _per_sample_bytes(n_outputs: int, x_shape: tuple[int, ...], spec: baseline_forms.BaselineSpec,
                       probe: torch.Tensor) -> int:
     """Memory of one sample in a batch: its attributions (``_BYTES_PER_ATTRIBUTION`` bytes per value) and its
@@ -415,6 +412,9 @@ def _points_per_sample(estimator: Estimator, spec: baseline_forms.BaselineSpec) 
         return None
     return max(1, len(nodes)) * max(1, int(getattr(spec, "count", 1) or 1))
 
+
+class _NoBaselines(baseline_forms.BaselineSpec):
+    """Baseline spec of the estimators that use none."""
 
     count = 0
 
