@@ -25,7 +25,7 @@ METHODS = {"igc": "IGC", "igac": "IGaC", "ig-moments": "IGMoments", "naive-corre
 #: options of ``igcorr run`` that a config file may set, with their types
 RUN_OPTIONS = {"model": str, "weights": str, "data": str, "method": str, "baselines": str, "steps": int,
                "quadrature": str, "tolerance": float, "max_steps": int, "estimator": str, "outputs": str,
-               "score": str, "batch_size": int, "seed": int, "regions": str, "permutations": int,
+               "score": str, "batch_size": int, "seed": int, "regions": str, "mask": str, "permutations": int,
                "bootstrap": int, "checkpoint": str, "checkpoint_every": float, "out": str,
                "model_args": dict, "data_args": dict, "output": str, "attributed": str, "embedding": str,
                "token_input": str, "attention_mask": str, "fixed_ids": str, "token_map": str, "vocab_size": int,
@@ -100,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--score", choices=["output", "softmax", "log_softmax"], help="attributed score")
     run.add_argument("--batch-size", type=int)
     run.add_argument("--seed", type=int)
-    run.add_argument("--regions", help=".npy mask/stack/label map or .npz of named masks: region table")
+    run.add_argument("--regions", help=".npy mask/stack/label map, .npz of named masks, or a NIfTI label atlas "
+                                       "(read at the voxels of --mask; names from <atlas>.tsv): region table")
+    run.add_argument("--mask", help="NIfTI brain mask the inputs (voxel vectors) were taken with: the maps and "
+                                    "p/q/interval maps are also written as NIfTI images with JSON sidecars, and "
+                                    "drawn on glass brains")
     run.add_argument("--permutations", type=int, help="permutation test with this many permutations")
     run.add_argument("--bootstrap", type=int, help="bootstrap intervals with this many replicates")
     run.add_argument("--checkpoint", help="checkpoint file: resume an interrupted run with the same arguments")
@@ -182,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="redraw figures and the summary of a saved result")
     report.add_argument("result", help="a result .npz written by igcorr")
     report.add_argument("--out", help="output folder (default: the result's folder)")
-    report.add_argument("--regions", help=".npy or .npz regions for a region table")
+    report.add_argument("--regions", help=".npy or .npz regions, or a NIfTI label atlas, for a region table "
+                                          "(default: the regions the run tested, with their p-values)")
     return parser
 
 
@@ -426,7 +431,11 @@ def command_run(args: argparse.Namespace) -> int:
         raise InputError(f"the {method_name} method does not take {', '.join(flags[key] for key in refused)}")
     method = method_class(model, score=None if score in (None, "output") else score,
                           **{key: value for key, value in settings.items() if value is not None})
-    regions = load_regions(options["regions"]) if options.get("regions") else None
+    mask = load_mask(options.get("mask"))
+    regions = load_regions(options["regions"], mask) if options.get("regions") else None
+    if mask is not None or regions is not None:
+        check_against_data(data, mask, regions, structured=bool(options.get("embedding") or options.get("attributed")),
+                           regions_file=options.get("regions"))
     outputs = parse_outputs(options.get("outputs"))
     baselines = parse_baselines(options.get("baselines")) if "baselines" in options else None
     if options.get("baseline_token") is not None:
@@ -452,7 +461,10 @@ def command_run(args: argparse.Namespace) -> int:
     if refused:
         raise InputError(f"the {method_name} method does not take {refused}; its options: {sorted(accepted)}")
     result = method.attribute(data, progress=not args.no_progress, **given)
-    written = write_report(result, options.get("out", "igcorr-out/run"), regions=regions)
+    if mask is not None:
+        result.metadata["mask"] = str(Path(mask).resolve())
+    written = write_report(result, options.get("out", "igcorr-out/run"), regions=regions, mask=mask,
+                           mask_name=None if mask is None else Path(mask).name)
     if options.get("token_map") == "id":
         from igcorr.text import write_top_tokens
 
@@ -460,6 +472,44 @@ def command_run(args: argparse.Namespace) -> int:
     print(result.summary())
     print("wrote " + ", ".join(str(path) for path in written.values()))
     return 0
+
+
+def load_mask(path: str | None) -> str | None:
+    """The --mask option: the path of a NIfTI brain mask, checked (a 3-D boolean image) before any compute."""
+    if path is None:
+        return None
+    require_optional("nibabel", "nilearn")
+    from igcorr.neuro import mask_array
+
+    mask_array(path)
+    return str(path)
+
+
+def check_against_data(data: Any, mask: str | None, regions: Any, structured: bool = False,
+                       regions_file: str | None = None) -> None:
+    """Refuse, before any compute, a brain mask whose voxel count is not the samples' size, and regions that do
+    not fit the samples' shape (for samples that are one tensor)."""
+    import torch
+
+    from igcorr.data import DataSource
+
+    raw = DataSource(data, 1).raw_head(1)
+    if structured or not isinstance(raw, torch.Tensor):
+        if mask is not None:
+            raise InputError("--mask needs samples that are one vector of voxel values each")
+        return
+    if mask is not None:
+        from igcorr.neuro import check_voxels
+
+        check_voxels(int(raw[0].numel()), mask, "the samples")
+    if regions is not None:
+        from igcorr.regions import as_region_masks
+
+        atlas = str(regions_file or "").endswith((".nii", ".nii.gz"))
+        if atlas and mask is None and raw.ndim - 1 != 3:
+            raise InputError(f"the NIfTI atlas {regions_file} is read at the voxels of a brain mask: give --mask "
+                             "(the mask the samples' voxel vectors were taken with)")
+        as_region_masks(regions, tuple(raw.shape[1:]))
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -470,8 +520,12 @@ def command_report(args: argparse.Namespace) -> int:
     result = igcorr.load(args.result)
     out = args.out or str(Path(args.result).parent)
     check_writable(out, "report")
-    written = write_report(result, out, regions=load_regions(args.regions) if args.regions else None,
-                           save_result=False)
+    # the run's brain mask (recorded by igcorr run --mask) if it is still there: NIfTI maps and glass brains again
+    recorded = result.metadata.get("mask")
+    mask = load_mask(recorded) if isinstance(recorded, str) and Path(recorded).is_file() else None
+    # without --regions, the regions the run tested (if any) are shown, with their p-values and intervals
+    written = write_report(result, out, regions=load_regions(args.regions, mask) if args.regions else None,
+                           save_result=False, mask=mask, mask_name=None if mask is None else Path(mask).name)
     print("wrote " + ", ".join(str(path) for path in written.values()))
     return 0
 

@@ -34,6 +34,10 @@ def plot_maps(maps: np.ndarray | Sequence[np.ndarray], titles: Sequence[str] | N
               panel_size: float = 1.8, colorbar: bool = True, suptitle: str | None = None) -> Any:
     """Draw maps side by side on one shared diverging colour scale centred on zero.
 
+    Maps that are vectors (D,) (voxels inside a brain mask, features) are drawn as lines over the component
+    index, one panel per map stacked vertically on a shared symmetric value axis: as a one-pixel-high image
+    they would be invisible.
+
     Parameters
     ----------
     maps : array (K, *x_shape) or sequence of arrays
@@ -47,6 +51,9 @@ def plot_maps(maps: np.ndarray | Sequence[np.ndarray], titles: Sequence[str] | N
     """
     import matplotlib.pyplot as plt
 
+    if len(maps) and all(np.ndim(m) == 1 for m in maps):
+        return _plot_vectors([np.asarray(m, dtype=np.float64) for m in maps], titles, limit=limit,
+                             panel_size=panel_size, suptitle=suptitle)
     images = [as_image(m) for m in maps]
     if not images:
         raise ShapeError("there are no maps to draw")
@@ -67,6 +74,33 @@ def plot_maps(maps: np.ndarray | Sequence[np.ndarray], titles: Sequence[str] | N
         figure.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, fraction=0.03)
     if suptitle:
         figure.suptitle(suptitle)
+    return figure
+
+
+def _plot_vectors(vectors: list[np.ndarray], titles: Sequence[str] | None, *, limit: float | None,
+                  panel_size: float, suptitle: str | None) -> Any:
+    """One line panel per vector map (value against component index), on a shared symmetric value axis."""
+    import matplotlib.pyplot as plt
+
+    limit = symmetric_limit(np.concatenate(vectors)) if limit is None else float(limit)
+    height = max(0.9, 0.6 * panel_size)
+    figure, axes = plt.subplots(len(vectors), 1, figsize=(9.0, height * len(vectors) + 0.6), squeeze=False,
+                                sharex=True)
+    for index, (axis, values) in enumerate(zip(axes[:, 0], vectors)):
+        position = np.arange(len(values))
+        axis.plot(position, np.where(values >= 0, values, np.nan), color="#b2182b", linewidth=0.6)
+        axis.plot(position, np.where(values < 0, values, np.nan), color="#2166ac", linewidth=0.6)
+        axis.vlines(position, 0.0, values, colors=np.where(values >= 0, "#b2182b", "#2166ac"), linewidth=0.6)
+        axis.axhline(0.0, color="black", linewidth=0.5)
+        axis.set_ylim(-limit, limit)
+        axis.set_xlim(-0.5, len(values) - 0.5)
+        axis.tick_params(labelsize=7)
+        if titles is not None and index < len(titles):
+            axis.set_title(titles[index], fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("input component (e.g. voxel index inside the mask)")
+    if suptitle:
+        figure.suptitle(suptitle)
+    figure.tight_layout()
     return figure
 
 
@@ -122,11 +156,20 @@ def plot_region_bars(table: Any, value: str = "sum", *, low: str | None = "low",
     return figure
 
 
+#: above this many outputs the diagnostics are drawn as a scatter and a histogram instead of bars per output
+MAX_BAR_OUTPUTS = 40
+
+
 def plot_diagnostics(result: Any) -> Any:
     """Completeness panel of a result: Σ map against the correlation (and the baseline term) per output, and
-    the quadrature error |Σ IG − (f(x) − mean f(b))| per output on a log scale."""
+    the quadrature error |Σ IG − (f(x) − mean f(b))| per output on a log scale.
+
+    With more than :data:`MAX_BAR_OUTPUTS` outputs (voxel-wise encoding models), Σ map is plotted against
+    correlation + baseline term, one point per output, and the quadrature errors as a histogram."""
     import matplotlib.pyplot as plt
 
+    if len(result.maps) > MAX_BAR_OUTPUTS:
+        return _plot_many_diagnostics(result)
     outputs = np.arange(len(result.maps))
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
     diagnostics = result.diagnostics
@@ -153,4 +196,83 @@ def plot_diagnostics(result: Any) -> Any:
     else:
         right.set_axis_off()
     figure.tight_layout()
+    return figure
+
+
+def _plot_many_diagnostics(result: Any) -> Any:
+    import matplotlib.pyplot as plt
+
+    diagnostics = result.diagnostics
+    sums = np.asarray(diagnostics["map_sum"]) if "map_sum" in diagnostics else result.map_sums
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if "correlation" in diagnostics:
+        expected = np.asarray(diagnostics["correlation"]) + np.asarray(diagnostics.get("baseline_term", 0.0))
+        left.scatter(expected, sums, s=3, alpha=0.4, linewidths=0)
+        low, high = float(min(expected.min(), sums.min())), float(max(expected.max(), sums.max()))
+        left.plot([low, high], [low, high], color="black", linewidth=0.8)
+        left.set_xlabel("correlation r + baseline term")
+    else:
+        left.hist(sums, bins=60)
+        left.set_xlabel("Σ map")
+    left.set_ylabel("Σ map")
+    left.set_title(f"completeness of {len(sums)} outputs")
+    if "completeness_mean" in diagnostics:
+        errors = np.maximum(np.asarray(diagnostics["completeness_max"], dtype=np.float64), 1e-300)
+        right.hist(np.log10(errors), bins=60)
+        right.set_xlabel("log10 of the largest per-sample quadrature error of an output")
+        right.set_ylabel("outputs")
+        right.set_title("IG quadrature error")
+    else:
+        right.set_axis_off()
+    figure.tight_layout()
+    return figure
+
+
+def plot_glass_brains(result: Any, mask: Any, *, which: str | None = None, outputs: Sequence[int] | None = None,
+                      max_outputs: int = 6, threshold: float | None = None, title: str | None = None) -> Any:
+    """Glass-brain views (nilearn) of a result's maps over a brain mask's voxels, one row per output.
+
+    Parameters
+    ----------
+    result : Result
+        Maps over the voxels inside ``mask`` (C order).
+    mask : NIfTI image or path, or a fitted nilearn masker
+    which : str, optional
+        An extra map (e.g. ``"p_value"``) instead of the maps.
+    outputs : sequence of int, optional
+        Model output indices to draw (default: the first ``max_outputs``).
+    threshold : float, optional
+        Values below it in magnitude are not drawn (nilearn's ``threshold``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from igcorr.neuro import _optional
+
+    nilearn_plotting = _optional("nilearn.plotting")
+    image_module = _optional("nilearn.image")
+    rows = list(range(len(result.maps)))
+    if outputs is not None:
+        where = {output: row for row, output in enumerate(result.outputs)}
+        rows = [where[output] for output in outputs if output in where]
+    rows = rows[:max_outputs]
+    if not rows:
+        raise ShapeError("there are no maps to draw")
+    image = result.to_nifti(mask, which=which)
+    if image.ndim == 3:
+        image = image_module.new_img_like(image, np.asarray(image.dataobj)[..., None], copy_header=True)
+    values = np.asarray(result.maps if which is None else result.extra_maps[which])
+    limit = symmetric_limit(values[rows])
+    figure = plt.figure(figsize=(9.0, 2.6 * len(rows)))
+    for position, row in enumerate(rows):
+        axis = figure.add_axes([0.0, 1 - (position + 1) / len(rows), 1.0, 1 / len(rows)])
+        label = f"output {result.outputs[row]}" + (f" ({which})" if which else "")
+        nilearn_plotting.plot_glass_brain(image_module.index_img(image, row), figure=figure, axes=axis,
+                                          colorbar=True, plot_abs=False, cmap="RdBu_r", vmin=-limit, vmax=limit,
+                                          threshold=threshold, title=label)
+    if title:
+        figure.suptitle(title, y=1.02)
     return figure

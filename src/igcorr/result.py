@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from igcorr.regions import RegionTable
 
 FORMAT_VERSION = 1
+#: maps larger than this are saved beside the result file as an uncompressed ``.npy`` (``<name>.maps.npy``),
+#: which :func:`load` opens lazily (memory-mapped) instead of reading it into memory
+EXTERNAL_MAPS_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -29,7 +32,9 @@ class Result:
     method : str
         Name of the method that produced it ("igc", ...).
     maps : ndarray, float64, shape (K, *x_shape)
-        One map per attributed output.
+        One map per attributed output. Maps larger than the run's memory budget are held in a file on disk and
+        mapped into memory (``metadata["maps_storage"] == "disk"``); a loaded result whose maps were saved
+        beside it (:data:`EXTERNAL_MAPS_BYTES`) opens them the same way, read-only.
     diagnostics : dict of str → ndarray of shape (K,)
         Per-output numbers, e.g. ``correlation``, ``baseline_term``, ``map_sum``, ``completeness_mean``.
     extra_maps : dict of str → ndarray
@@ -124,14 +129,19 @@ class Result:
             "max": float(np.max(self._diagnostic("completeness_max"))),
         }
 
-    def summary(self) -> str:
-        """A short markdown table of the per-output diagnostics."""
+    def summary(self, max_rows: int | None = 50) -> str:
+        """A short markdown table of the per-output diagnostics (the first ``max_rows`` outputs, then a line
+        saying how many more there are; None: all)."""
         names = [n for n in ("correlation", "baseline_term", "completeness_mean", "completeness_max")
                  if n in self.diagnostics]
+        sums = self.map_sums
         lines = ["| output | Σ map | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-        for k, output in enumerate(self.outputs):
-            cells = [f"{self.map_sums[k]:.4f}"] + [f"{self.diagnostics[n][k]:.4g}" for n in names]
+        shown = self.outputs if max_rows is None else self.outputs[:max_rows]
+        for k, output in enumerate(shown):
+            cells = [f"{sums[k]:.4f}"] + [f"{self.diagnostics[n][k]:.4g}" for n in names]
             lines.append(f"| {output} | " + " | ".join(cells) + " |")
+        if len(shown) < len(self.outputs):
+            lines.append(f"\n… and {len(self.outputs) - len(shown)} more outputs (summary(max_rows=None) lists all)")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -172,44 +182,87 @@ class Result:
         extra = {name: values for name, values in self.region_inference.items() if name != "masks"}
         return table.with_columns(**extra) if extra else table
 
-    def to_nifti(self, mask_img: Any, path: str | os.PathLike | None = None) -> Any:
+    def to_nifti(self, mask: Any, path: str | os.PathLike | None = None, which: str | None = None) -> Any:
         """The maps as a NIfTI image in the brain mask's space (inputs were the mask's voxels, in C order).
 
-        One map gives a 3-D image, several a 4-D image (x, y, z, K). Written to ``path`` if given. Needs the
-        optional ``neuro`` dependencies (nibabel).
+        Parameters
+        ----------
+        mask : NIfTI image or path, or a fitted nilearn masker
+            With a mask image, one map gives a 3-D float32 image and several a 4-D image (x, y, z, K). With a
+            fitted masker (``NiftiMasker(...).fit()``), the image is the masker's own
+            ``inverse_transform`` of the (K, n_voxels) maps: 4-D float64, one volume per output, also for one
+            map.
+        path : path, optional
+            Also written there.
+        which : str, optional
+            An extra map (``"p_value"``, ``"ci_low"``, ...) instead of the maps.
         """
-        from igcorr.neuro import to_nifti
+        from igcorr.neuro import is_masker, to_nifti
 
-        flat = self.maps.reshape(len(self.maps), -1)
-        image = to_nifti(flat[0] if len(flat) == 1 else flat, mask_img)
+        values = self.maps if which is None else self.extra_maps.get(which)
+        if values is None:
+            raise InputError(f"the result has no extra map {which!r}; it has {sorted(self.extra_maps)}")
+        flat = values.reshape(len(values), -1)
+        image = to_nifti(flat if is_masker(mask) or len(flat) > 1 else flat[0], mask)
         if path is not None:
             image.to_filename(str(path))
         return image
 
     def plot(self, **kwargs: Any):
-        """Figure of the maps on a shared symmetric colour scale; see :func:`igcorr.plotting.plot_maps`."""
+        """Figure of the maps on a shared symmetric colour scale; see :func:`igcorr.plotting.plot_maps`.
+
+        ``outputs=[...]`` (model output indices) draws those maps only.
+        """
         from igcorr.plotting import plot_maps
 
-        titles = kwargs.pop("titles", [f"output {o}" for o in self.outputs])
-        return plot_maps(self.maps, titles=titles, **kwargs)
+        chosen = kwargs.pop("outputs", None)
+        rows = list(range(len(self.maps)))
+        if chosen is not None:
+            where = {output: row for row, output in enumerate(self.outputs)}
+            missing = [output for output in chosen if output not in where]
+            if missing:
+                raise InputError(f"the result has no map of output(s) {missing}")
+            rows = [where[output] for output in chosen]
+        titles = kwargs.pop("titles", [f"output {self.outputs[row]}" for row in rows])
+        maps = self.maps if chosen is None else np.stack([np.asarray(self.maps[row]) for row in rows])
+        return plot_maps(maps, titles=titles, **kwargs)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
         """Write the result to an ``.npz`` file (arrays plus JSON metadata) atomically; returns the path.
 
         The file is written under a unique temporary name and renamed over ``path``; a failure (full disk,
-        read-only folder) raises an :class:`~igcorr.errors.InputError` and leaves no partial file.
+        read-only folder) raises an :class:`~igcorr.errors.InputError` and leaves no partial file. Maps larger
+        than :data:`EXTERNAL_MAPS_BYTES` go to ``<name>.maps.npy`` beside it (uncompressed, written in pieces),
+        which :func:`load` maps into memory lazily; the ``.npz`` names that file.
         """
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
-        arrays = {"maps": self.maps}
+        header = {"format_version": FORMAT_VERSION, "method": self.method, "metadata": self.metadata}
+        arrays: dict[str, np.ndarray] = {}
+        if self.maps.nbytes > EXTERNAL_MAPS_BYTES:
+            beside = path.with_name(path.name[: -len(".npz")] + ".maps.npy")
+            atomic_write(beside, lambda handle: _write_npy(handle, self.maps), "result maps")
+            header["maps_file"] = beside.name
+        else:
+            arrays["maps"] = np.asarray(self.maps)
         arrays.update({f"diagnostic/{k}": v for k, v in self.diagnostics.items()})
         arrays.update({f"extra/{k}": v for k, v in self.extra_maps.items()})
         arrays.update({f"region/{k}": v for k, v in self.region_inference.items()})
-        header = {"format_version": FORMAT_VERSION, "method": self.method, "metadata": self.metadata}
         arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
         return atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays), "result file")
+
+
+def _write_npy(handle: Any, maps: np.ndarray, rows_per_piece: int | None = None) -> None:
+    """An ``.npy`` file of ``maps`` written piece by piece (a few tens of MiB in memory at a time)."""
+    maps = maps if maps.dtype == np.float64 else maps.astype(np.float64)
+    np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(maps.dtype),
+                                                  "fortran_order": False, "shape": tuple(maps.shape)})
+    row_bytes = max(1, maps[0].nbytes if len(maps) else 1)
+    step = rows_per_piece or max(1, (32 * 2**20) // row_bytes)
+    for start in range(0, len(maps), step):
+        handle.write(np.ascontiguousarray(maps[start : start + step]).tobytes())
 
 
 def load(path: str | os.PathLike) -> Result:
@@ -228,17 +281,38 @@ def load(path: str | os.PathLike) -> Result:
             arrays = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as error:
         raise ResultFileError(f"{path} is not a readable igcorr result (truncated or corrupted?): {error}") from error
-    if "header" not in arrays or "maps" not in arrays:
+    if "header" not in arrays:
         raise ResultFileError(f"{path} is an npz file but not an igcorr result (no header or maps)")
     try:
         header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ResultFileError(f"the metadata of {path} is corrupted: {error}") from error
+    if "maps" not in arrays:
+        arrays["maps"] = _external_maps(header, path)
     method, metadata = _check_header(header, path, len(arrays["maps"]))
     diagnostics = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("diagnostic/")}
     extra = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("extra/")}
     regions = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("region/")}
     return Result(method, arrays["maps"], diagnostics, extra, metadata, regions)
+
+
+def _external_maps(header: Any, path: Path) -> np.ndarray:
+    """The maps a result file names in its header (``maps_file``), memory-mapped read-only."""
+    name = header.get("maps_file") if isinstance(header, dict) else None
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise ResultFileError(f"{path} is an npz file but not an igcorr result (no header or maps)")
+    beside = path.with_name(name)
+    if not beside.is_file():
+        raise ResultFileError(f"the maps of {path} are saved beside it in {name}, which is missing; keep the two "
+                              "files together")
+    try:
+        maps = np.load(beside, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ResultFileError(f"{beside} is not a readable maps file (truncated or corrupted?): {error}") from error
+    if maps.dtype != np.float64 or maps.ndim < 2:
+        raise ResultFileError(f"{beside} holds an array of dtype {maps.dtype} and shape {maps.shape}, not maps "
+                              "(K, ...) of float64")
+    return maps
 
 
 def _type_name(value: Any) -> str:
