@@ -88,14 +88,16 @@ class SanityCheck:
         return chosen[-1]["scores"] if chosen else None
 
     def table(self) -> list[dict[str, Any]]:
-        """One row per map: similarity after all layers are randomised (cascading), the lowest similarity of
-        the independent steps, the flag and the label-permutation p-values."""
+        """One row per map: ``randomised_<score>`` after all layers are randomised (cascading) and
+        ``independent_min_<score>``, the lowest over the single-layer randomisations, for the scores
+        ``rank_correlation``, ``rank_correlation_abs`` (of |map|) and ``ssim``; ``model_independent`` (the flag);
+        ``label_p_min`` and ``label_p_fwe_min`` (the label-permutation test, when given)."""
         cascading = self.final("cascading")
         independent = [step["scores"] for step in self.steps if step["mode"] == "independent"]
         rows = []
         for name in self.flagged:
             row: dict[str, Any] = {"method": name}
-            for key in ("rank_correlation", "ssim"):
+            for key in ("rank_correlation", "rank_correlation_abs", "ssim"):
                 row[f"randomised_{key}"] = None if cascading is None else cascading[name][key]
                 values = [scores[name][key] for scores in independent if np.isfinite(scores[name][key])]
                 row[f"independent_min_{key}"] = float(min(values)) if values else None
