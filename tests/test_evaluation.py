@@ -225,6 +225,13 @@ def test_linear_imputation_reproduces_neighbour_means_and_ramps():
     edges = grid[2, 4] + grid[4, 4] + grid[3, 3] + grid[3, 5]
     diagonals = grid[2, 3] + grid[2, 5] + grid[4, 3] + grid[4, 5]
     assert float(value) == pytest.approx((2 * edges + diagonals) / 12)
+    # solving sample by sample (without threadpoolctl) gives the same values as all samples at once
+    from igcorr.evaluation.replacement import _Factor
+
+    factor = _Factor(imputer2d.graph, imputer2d.degree, block.reshape(64))
+    batch = np.random.default_rng(5).normal(size=(6, 64))
+    np.testing.assert_allclose(factor.impute(batch, np.zeros(64), columns=True),
+                               factor.impute(batch, np.zeros(64), columns=False), atol=1e-12)
     # everything removed: no kept neighbour, the fallback value
     everything = imputer2d.apply(image, torch.ones((1, 64), dtype=torch.bool), [-1], np.array([0]))
     np.testing.assert_array_equal(everything.numpy(), 0.0)
