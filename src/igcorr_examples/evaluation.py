@@ -41,7 +41,7 @@ from igcorr import BSC, IGC, IGaC, IGMoments, NaiveCorrelation, NaiveTTest
 from igcorr._files import atomic_write
 from igcorr.errors import InputError
 from igcorr.evaluation import faithfulness, localisation, model_randomisation, write_table
-from igcorr.evaluation.faithfulness import REPLACEMENTS as _REPLACEMENTS
+from igcorr.evaluation.replacement import REPLACEMENTS as _REPLACEMENTS
 from igcorr.result import Result
 from igcorr_examples.synthetic import SyntheticDataset, ground_truth_map
 from igcorr_examples.synthetic_models import train_model, trainable_model

@@ -9,8 +9,8 @@
 * :func:`write_table`: rows of these results as CSV and markdown.
 """
 
-from igcorr.evaluation.faithfulness import DEFAULT_FRACTIONS, Faithfulness, faithfulness, removal_counts
-from igcorr.evaluation.localisation import Localisation, localisation
+from igcorr.evaluation.curves import DEFAULT_FRACTIONS, Faithfulness, faithfulness, removal_counts
+from igcorr.evaluation.truth import Localisation, localisation
 from igcorr.evaluation.sanity import SanityCheck, model_randomisation, parameter_layers
 from igcorr.evaluation.similarity import rank_correlation, roc_auc, ssim
 from igcorr.evaluation.table import markdown_table, write_table

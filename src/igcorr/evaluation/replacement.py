@@ -23,7 +23,7 @@ from scipy.sparse.linalg import splu
 from igcorr.errors import InputError, ShapeError
 from igcorr.seeding import generator_for
 
-try:  # optional (it comes with scikit-learn): bounds the BLAS threads of the sparse solves
+try:  # optional, not a dependency: bounds the BLAS threads of the sparse solves when it is installed
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover - depends on the environment
     threadpool_limits = None

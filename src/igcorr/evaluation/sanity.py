@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from igcorr._validation import check_bool, check_number, check_seed
 from igcorr.errors import InputError, ModelError, ShapeError
-from igcorr.evaluation.localisation import named_maps
+from igcorr.evaluation.truth import named_maps
 from igcorr.evaluation.similarity import rank_correlation, ssim
 from igcorr.seeding import generator_for
 

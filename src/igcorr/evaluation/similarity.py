@@ -1,6 +1,6 @@
 """Comparing maps with each other and with a known truth: rank correlation, structural similarity, ROC AUC.
 
-Everything is computed in float64 with numpy and scipy's rank statistics (no scikit-learn, no scikit-image).
+Everything is computed in float64 with numpy and scipy's rank statistics and filters.
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ def _spatial(array: np.ndarray) -> np.ndarray:
 def ssim(a: Any, b: Any, *, window: int = 7, normalise: bool = True, data_range: float | None = None) -> float:
     """Structural similarity (SSIM) of two 1-D or 2-D maps, in float64.
 
-    The index of Wang et al. (2004) with a uniform ``window`` (the same definition as scikit-image's default:
-    local means, sample variances and covariance over each window, K1 = 0.01, K2 = 0.03, the mean over the
-    positions whose window lies inside the map):
+    The index of Wang et al. (2004) with a uniform ``window``: local means, sample variances and covariance
+    over each window, K1 = 0.01, K2 = 0.03, and the mean over the positions whose window lies inside the map
+    (the map is mirrored at its edges for the local statistics):
 
         SSIM = mean over windows of (2 μ_a μ_b + C1)(2 σ_ab + C2) / ((μ_a² + μ_b² + C1)(σ_a² + σ_b² + C2)),
 

@@ -27,7 +27,7 @@ from igcorr._validation import (check_bool, check_choice, check_int, check_numbe
 from igcorr.data import DataSource
 from igcorr.dataset.targets import encode_targets
 from igcorr.errors import ConstantTargetError, InputError, ShapeError
-from igcorr.evaluation.localisation import named_maps
+from igcorr.evaluation.truth import named_maps
 from igcorr.evaluation.replacement import REPLACEMENTS, LinearImputation, Replacement, reference_tensor
 from igcorr.model import ModelAdapter, resolve_outputs
 from igcorr.seeding import generator_for
