@@ -197,7 +197,12 @@ class DatasetRun:
                                         output_strategy=self.engine.output_strategy)
             integrator.configure(probe, output_index, probe_extras)
             spec = baselines if baselines is not None and estimator.uses_baselines else _NoBaselines()
-            # whether the maps' K·D state can be kept on disk (see _check_state_memory)
+            if check_targets is not None:
+                check_targets(source, n_model_outputs, selected)
+            if prepare is not None:
+                prepare(source, n_model_outputs, selected, parameters)
+            # whether the maps' K·D state can be kept on disk (see _check_state_memory); after prepare, which
+            # some reducers need (the t-test's thresholds)
             disk = callable(getattr(make_reducer(selected), "store_maps_on_disk", None)) and not isinstance(
                 estimator, MonteCarlo)
             if options.batch_size is None:
@@ -205,10 +210,6 @@ class DatasetRun:
                                                      _points_per_sample(estimator, spec),
                                                      _chunk_bytes(integrator, probe, probe_extras, len(selected)),
                                                      map_shape, disk)
-            if check_targets is not None:
-                check_targets(source, n_model_outputs, selected)
-            if prepare is not None:
-                prepare(source, n_model_outputs, selected, parameters)
             seed = int(options.seed)
             spec.prepare(x_shape, source, seed)
             setup = RunSetup(adapter, integrator, output_index, n_model_outputs, seed, spec, probe, probe_extras)
