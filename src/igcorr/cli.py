@@ -1,4 +1,4 @@
-"""The ``igcorr`` command line: ``demo``, ``run`` and ``report``."""
+"""The ``igcorr`` command line: ``demo``, ``run``, ``report``, ``example``, ``benchmark`` and ``evaluate``."""
 
 from __future__ import annotations
 
