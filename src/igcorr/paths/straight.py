@@ -51,6 +51,9 @@ class StraightPath(Path):
     path_alphas : Tensor (n, M), optional
         Monte-Carlo estimation: each path is a single point at its own α (the rule must have one node of
         weight 1); the result then carries the variance of each sample's mean over its M draws.
+    path_nodes : Tensor (n, M, S), optional
+        Each path's own S node positions (randomised grids, :func:`igcorr.paths.quadrature.shifted_nodes`), in
+        place of the rule's nodes; the rule's S weights are kept.
     with_scores : bool
         False skips the extra forward passes that rules without end nodes need for f(x) and f(b) (their
         predictions are then zero); used when refining integrals whose scores are already known.
@@ -62,12 +65,15 @@ class StraightPath(Path):
     def __init__(self, adapter_scores: Callable[[torch.Tensor, Extras], torch.Tensor], x: torch.Tensor,
                  baselines: torch.Tensor, rule: Rule, n_outputs: int, per_sample_output: torch.Tensor | None = None,
                  path_alphas: torch.Tensor | None = None, with_scores: bool = True,
-                 extras: Extras | None = None) -> None:
+                 extras: Extras | None = None, path_nodes: torch.Tensor | None = None) -> None:
         n, n_baselines = baselines.shape[:2]
         if tuple(baselines.shape[2:]) != tuple(x.shape[1:]) or len(baselines) != len(x):
             raise ShapeError(f"baselines of shape {tuple(baselines.shape)} do not match inputs {tuple(x.shape)}")
         if path_alphas is not None and (len(rule.nodes) != 1 or tuple(path_alphas.shape) != (n, n_baselines)):
             raise ShapeError("Monte-Carlo paths need a one-node rule and one α per (sample, baseline)")
+        if path_nodes is not None and tuple(path_nodes.shape) != (n, n_baselines, len(rule.nodes)):
+            raise ShapeError(f"path nodes of shape {tuple(path_nodes.shape)} do not match {n} samples × "
+                             f"{n_baselines} baselines × {len(rule.nodes)} nodes")
         self.evaluate_scores = adapter_scores
         self.extras = extras or {}
         self.x, self.baselines, self.rule = x, baselines, rule
@@ -75,13 +81,14 @@ class StraightPath(Path):
         self.n_columns = 1 if per_sample_output is not None else n_outputs
         self.choice = per_sample_output.to(x.device) if per_sample_output is not None else None
         self.path_alphas = path_alphas
+        self.path_nodes = path_nodes
         self.with_scores = with_scores
         # the variance of projected attributions is not the projection of variances: no readout shortcut then
         self.allows_readout = per_sample_output is None and path_alphas is None
         self.accumulate_squares = path_alphas is not None
         self.alphas = torch.as_tensor(rule.nodes, dtype=x.dtype, device=x.device)
         self.weights = torch.as_tensor(rule.weights, dtype=x.dtype, device=x.device)
-        self.endpoint_scores = rule.includes_endpoints
+        self.endpoint_scores = rule.includes_endpoints and path_nodes is None
         self.predictions = torch.zeros(n, self.n_columns, dtype=torch.float64, device=x.device)
         self.baseline_predictions = torch.zeros_like(self.predictions)
         #: shape of one sample's attribution per output
@@ -94,6 +101,8 @@ class StraightPath(Path):
         flat_baselines = self.baselines.reshape(n * n_baselines, -1)
         flat_alphas = (self.path_alphas.reshape(-1).to(dtype=x.dtype, device=x.device)
                        if self.path_alphas is not None else None)
+        flat_nodes = (self.path_nodes.reshape(-1).to(dtype=x.dtype, device=x.device)
+                      if self.path_nodes is not None else None)
         total_points = n * n_baselines * n_steps
         begin = 0
         while begin < total_points:
@@ -103,7 +112,12 @@ class StraightPath(Path):
             sample = path // n_baselines
             starts = flat_baselines[path]
             deltas = flat_x[sample] - starts
-            alpha = flat_alphas[point] if flat_alphas is not None else self.alphas[node]
+            if flat_alphas is not None:
+                alpha = flat_alphas[point]
+            elif flat_nodes is not None:
+                alpha = flat_nodes[point]
+            else:
+                alpha = self.alphas[node]
             points = (starts + alpha.unsqueeze(1) * deltas).reshape(len(point), *x.shape[1:])
             choice = self.choice[sample] if self.choice is not None else None
             yield StraightChunk(sample, self.weights[node], points, path, node, deltas, choice,
@@ -152,11 +166,13 @@ def scores_of(integrator: PathIntegrator) -> Callable[[torch.Tensor, Extras], to
 
 def integrate_straight(integrator: PathIntegrator, x: torch.Tensor, baselines: torch.Tensor, rule: Rule, *,
                        per_sample_output: torch.Tensor | None = None, path_alphas: torch.Tensor | None = None,
-                       with_scores: bool = True, first_index: int = 0, extras: Extras | None = None) -> PathIntegrals:
-    """IG of ``x`` from its baselines (n, M, *x_shape) for the integrator's configured outputs."""
+                       with_scores: bool = True, first_index: int = 0, extras: Extras | None = None,
+                       path_nodes: torch.Tensor | None = None) -> PathIntegrals:
+    """IG of ``x`` from its baselines (n, M, *x_shape) for the integrator's configured outputs (at each path's own
+    ``path_nodes`` (n, M, S) if given)."""
     path = StraightPath(scores_of(integrator), x, baselines, rule, len(integrator.outputs),
                         per_sample_output=per_sample_output, path_alphas=path_alphas, with_scores=with_scores,
-                        extras=extras)
+                        extras=extras, path_nodes=path_nodes)
     return integrator.integrate(path, first_index=first_index)
 
 
