@@ -5,7 +5,10 @@ A dataset-wise method streams per-sample attributions into a reducer. Which attr
 completeness tolerance (:class:`Adaptive`), Monte-Carlo points with per-point baselines (:class:`MonteCarlo`),
 IG2's iterative gradient paths (:class:`IG2Path`), straight paths split at a layer (:class:`LayerRegion`, for
 internal neurons), sampled orderings (:class:`ShapleySampling`, for BSC) or none at all
-(:class:`NoAttribution`, for the statistics of the inputs themselves).
+(:class:`NoAttribution`, for the statistics of the inputs themselves). :class:`ShiftedGrid` integrates on
+randomised grids whose errors have mean zero, and :class:`AutoRule` chooses its number of nodes for a
+tolerance on the dataset map, from a pilot on the data (:meth:`Estimator.resolve`), checked at the end of the
+run (:meth:`Estimator.finish`).
 
 Estimators are frozen settings: :meth:`Estimator.bind` turns one into the per-batch function of one run, so
 whatever a run resolves (an IG2 representation, a layer check) stays with that run. :meth:`Estimator.describe`
@@ -15,6 +18,8 @@ these objects through :func:`estimator_from_options`.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,18 +28,23 @@ import numpy as np
 import torch
 
 from igcorr import baselines as baseline_forms
-from igcorr._validation import check_choice, check_int, check_number, check_positive_int
+from igcorr import distributed
+from igcorr._validation import check_choice, check_finite, check_fraction, check_int, check_number, check_positive_int
 from igcorr.attribution.baseline_shapley import baseline_shapley, check_n_permutations
 from igcorr.attribution.ig2 import OtherClassReferences
+from igcorr.data import DataSource, as_tensor
+from igcorr.dataset.targets import encode_targets
 from igcorr.errors import InputError
-from igcorr.model import Extras, ModelAdapter
+from igcorr.model import Extras, ModelAdapter, take_rows
 from igcorr.paths.gradient import (DEFAULT_STEPS, Representation, check_clip, check_eps, check_step_size,
                                    check_steps, integrate_grad_path)
 from igcorr.paths.integrator import PathIntegrals, PathIntegrator
 from igcorr.paths.layer import LayerCut, integrate_layer, region_mask
-from igcorr.paths.quadrature import Rule, stratified_nodes
+from igcorr.paths.quadrature import Rule, shifted_nodes, stratified_nodes
 from igcorr.paths.quadrature import rule as quadrature_rule
 from igcorr.paths.straight import integrate_adaptive, integrate_straight
+from igcorr.reducers.base import Computed
+from igcorr.seeding import keyed_integers, keyed_permutation
 
 #: default number of quadrature nodes (and of Monte-Carlo points) per path
 DEFAULT_STEPS_STRAIGHT = 64
@@ -66,6 +76,8 @@ class RunSetup:
         The first samples of the data, on the model's device.
     probe_extras : dict of Tensor
         Their extra (not attributed) model inputs.
+    reader : SampleReader, optional
+        Samples by index, for estimators that look at the data before the stream.
     """
 
     adapter: ModelAdapter
@@ -76,6 +88,70 @@ class RunSetup:
     baselines: baseline_forms.BaselineSpec
     probe: torch.Tensor
     probe_extras: Extras = field(default_factory=dict)
+    reader: "SampleReader | None" = None
+
+
+class SampleReader:
+    """A run's samples by global index, read before the stream: inputs (on the model's device and dtype),
+    targets encoded for the attributed outputs and extra model inputs.
+
+    In-memory (X, Y) pairs are indexed directly; other sources are read once from the start up to the last
+    wanted sample (no model call).
+    """
+
+    def __init__(self, source: DataSource, prepare: Callable[[torch.Tensor], torch.Tensor], n_model_outputs: int,
+                 outputs: list[int]) -> None:
+        self.source, self.prepare = source, prepare
+        self.n_model_outputs, self.outputs = n_model_outputs, outputs
+        #: number of samples (None if the source does not know it)
+        self.n_samples: int | None = len(source) if source.has_length else None
+        #: samples per batch of the run (what fits the memory budget)
+        self.batch_size = source.batch_size
+
+    def read(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, Extras]:
+        """Inputs (n, *x_shape), encoded targets (n, K) float64 and extras of the samples ``indices``, in that
+        order."""
+        wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+        pair = self.source.in_memory_pair
+        if pair is not None:
+            raw = self.source.raw_inputs_at(wanted)
+            x = self.source.encode(raw).detach()
+            y = as_tensor(pair[1], "Y")[torch.as_tensor(wanted)]
+            extras = self.source.extras(raw)
+        else:
+            rows: dict[int, tuple[torch.Tensor, torch.Tensor, Extras]] = {}
+            wanted_set = set(wanted.tolist())
+            with torch.no_grad():  # a read, not the attribution's pass over the data
+                for batch in self.source.batches(0, int(wanted.max()) + 1):
+                    for j in range(len(batch.x)):
+                        if batch.start + j in wanted_set:
+                            rows[batch.start + j] = (batch.x[j].clone(), batch.y[j].clone(), {
+                                name: value.clone() for name, value in take_rows(batch.extras, slice(j, j + 1)).items()})
+            missing = sorted(wanted_set - set(rows))
+            if missing:
+                raise InputError(f"sample {missing[0]} could not be read: the data holds fewer samples than it says")
+            x = torch.stack([rows[int(i)][0] for i in wanted])
+            y = torch.stack([rows[int(i)][1] for i in wanted])
+            names = rows[int(wanted[0])][2].keys()
+            extras = {name: torch.cat([rows[int(i)][2][name] for i in wanted]) for name in names}
+        check_finite(x, "input", wanted)
+        check_finite(y.reshape(len(y), -1), "target", wanted)
+        x = self.prepare(x)
+        targets = encode_targets(y.detach(), self.n_model_outputs, self.outputs).to(x.device)
+        return x, targets, {name: value.to(x.device) for name, value in extras.items()}
+
+    def everything(self, adapter: ModelAdapter, outputs: torch.Tensor,
+                   chunk: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Every sample's encoded targets and attributed scores (N, K), float64 on the CPU, when the data are in
+        memory (one forward pass per sample, no gradients); None for other sources."""
+        if self.source.in_memory_pair is None or self.n_samples is None:
+            return None
+        targets, scores = [], []
+        for begin in range(0, self.n_samples, max(self.batch_size, 1)):
+            x, y, extras = self.read(np.arange(begin, min(begin + max(self.batch_size, 1), self.n_samples)))
+            targets.append(y.cpu())
+            scores.append(adapter.evaluate(x, outputs, chunk, extras).to(torch.float64).cpu())
+        return torch.cat(targets), torch.cat(scores)
 
 
 class Estimator:
@@ -92,10 +168,20 @@ class Estimator:
         """JSON-serialisable settings for metadata and checkpoint fingerprints."""
         raise NotImplementedError
 
+    def resolve(self, run: RunSetup) -> "Estimator":
+        """The estimator the run streams with, once it has seen the data (itself, unless it decides something
+        from the data, as :class:`AutoRule` does). Called on every process with the same data and seed, so it
+        must decide the same everywhere."""
+        return self
+
     def bind(self, run: RunSetup) -> PerBatch:
         """The per-batch function ``(x, indices, extras) -> PathIntegrals`` (or None) of one run; ``extras`` are
         the samples' model inputs that are not attributed."""
         raise NotImplementedError
+
+    def finish(self, computed: Computed, parameters: dict[str, Any]) -> None:
+        """After the stream: add diagnostics to ``computed`` and entries to the metadata's ``parameters``
+        (nothing by default)."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +261,460 @@ class MonteCarlo(Estimator):
             return integrate_straight(run.integrator, x, baselines, one_node, path_alphas=alphas,
                                       first_index=int(indices[0]), extras=extras)
         return per_batch
+
+
+#: the automatic choice's first node count (the cheapest shifted grid)
+AUTO_START_STEPS = 2
+#: default upper limit of the automatic choice's nodes per path
+AUTO_MAX_STEPS = 1024
+#: the automatic choice takes the cheapest grid whose estimated error is at most this share of the tolerance
+AUTO_MARGIN = 0.8
+#: how fast the map error is assumed to fall with the node count (error ∝ n_steps^-p) before two grids were
+#: measured; afterwards p is fitted to the last two
+AUTO_FIRST_EXPONENT = 1.5
+#: most grids the pilot measures after the first before it settles
+AUTO_MAX_LEVELS = 4
+#: share of the memory budget that one grid's pilot integrals kept for the stream may take (at most three are
+#: kept at a time)
+_CACHE_SHARE = 0.08
+#: key of the draw of the pilot and check samples
+_PILOT_STREAM = 0xA070
+#: the cheapest grid is measured on twice the pilot and check samples, at least the first and at most the
+#: second number: the map's norm and the error's scale come from them
+_NORM_SAMPLES = (24, 64)
+
+
+def integrate_shifted(run: RunSetup, x: torch.Tensor, indices: np.ndarray, extras: Extras, n_steps: int,
+                      replicate: int = 0, with_scores: bool = True) -> PathIntegrals:
+    """IG of the samples ``indices`` on shifted grids of ``n_steps`` nodes (draw ``replicate``)."""
+    baselines = run.baselines.for_samples(indices, x)
+    nodes = shifted_nodes(run.seed, indices, baselines.shape[1], n_steps, replicate).to(x.device)
+    # the midpoint rule's n_steps weights (1/n_steps each); its nodes are replaced by every path's own
+    return integrate_straight(run.integrator, x, baselines, quadrature_rule("riemann_middle", n_steps),
+                              path_nodes=nodes, with_scores=with_scores, first_index=int(indices[0]), extras=extras)
+
+
+def _check_shifted_steps(n_steps: Any, name: str = "n_steps") -> int:
+    n_steps = check_int(n_steps, name, minimum=2, hint="nodes per path of a shifted grid")
+    if n_steps % 2:
+        raise InputError(f"a shifted grid places its nodes in antithetic pairs: {name} must be even, got {n_steps}")
+    return n_steps
+
+
+@dataclass(frozen=True)
+class ShiftedGrid(Estimator):
+    """Straight paths on randomised grids: ``n_steps`` nodes per path, in antithetic pairs shifted at random
+    within n_steps/2 equal cells and stratified over the baselines of a sample
+    (:func:`igcorr.paths.quadrature.shifted_nodes`).
+
+    Every path's integral is estimated without bias, so the quadrature errors of different samples have mean
+    zero and cancel in the dataset map (a fixed rule's errors can add up instead). Draws are keyed by
+    (seed, sample index), so the maps do not depend on batching. This is the rule :class:`AutoRule` chooses
+    the size of.
+    """
+
+    n_steps: int = DEFAULT_STEPS_STRAIGHT
+
+    def __post_init__(self) -> None:
+        _check_shifted_steps(self.n_steps)
+
+    def describe(self) -> dict[str, Any]:
+        return {"n_steps": int(self.n_steps), "method": "shifted"}
+
+    def bind(self, run: RunSetup) -> PerBatch:
+        def per_batch(x: torch.Tensor, indices: np.ndarray, extras: Extras) -> PathIntegrals:
+            return integrate_shifted(run, x, indices, extras, int(self.n_steps))
+        return per_batch
+
+
+WEIGHTINGS = ("targets", "predictions", "mean")
+
+
+@dataclass(frozen=True)
+class AutoRule(Estimator):
+    """Nodes per path chosen for a tolerance on the dataset map, from the data itself.
+
+    ``map_tolerance`` is the acceptable relative L2 error of the map, ‖map − converged map‖ / ‖converged map‖
+    over all attributed outputs together. The paths are integrated on shifted grids (:class:`ShiftedGrid`),
+    whose per-sample errors have mean zero and are independent between samples, so the map's error is the
+    root of a sum of per-sample variances and shrinks like 1/√N. Before the stream, a pilot of
+    ``pilot_samples`` samples drawn at random (keyed by the seed) is integrated twice on each grid it tries, with
+    independent shifts; half the squared difference of the two estimates is each sample's variance, weighted
+    as the method weights the sample in the map (IGC: centred target over σ_y σ_ŷ) and extrapolated to all N
+    samples. Starting from 2 nodes, grids are measured until one has an estimated error of at most 80 % of
+    the tolerance (the next size predicted from how the error fell so far); the cheapest such grid is used for
+    every sample, and the pilot's integrals are reused. Then ``check_samples`` other samples are integrated
+    twice on that grid; after the stream their variances and the pilot's, with the run's exact normalisation
+    and map, give ``Result.diagnostics["map_error_estimate"]`` (per output) and
+    ``metadata["parameters"]["checked_map_error"]``, with a warning when it exceeds the tolerance.
+
+    Parameters
+    ----------
+    map_tolerance : float
+        Acceptable relative L2 error of the dataset map, in (0, 1) (0.01: 1 %).
+    pilot_samples : int, optional
+        Samples the choice is made on (default N/16, between 8 and 32).
+    check_samples : int, optional
+        Other samples for the final check (default N/32, between 4 and 16).
+    max_steps : int
+        Most nodes per path (even); a tolerance not reached there is reported with a warning.
+    weighting : {"targets", "predictions", "mean"}
+        How the map weights the samples: by the centred targets (IGC), the centred predictions (IGaC) or
+        equally (IGMoments' mean map). Set by the method.
+    """
+
+    map_tolerance: float = 0.01
+    pilot_samples: int | None = None
+    check_samples: int | None = None
+    max_steps: int = AUTO_MAX_STEPS
+    weighting: str = "targets"
+
+    def __post_init__(self) -> None:
+        check_fraction(self.map_tolerance, "map_tolerance", hint="the relative L2 error of the map, e.g. 0.01")
+        if self.pilot_samples is not None:
+            check_int(self.pilot_samples, "pilot_samples", minimum=2)
+        if self.check_samples is not None:
+            check_int(self.check_samples, "check_samples", minimum=0)
+        _check_shifted_steps(self.max_steps, "max_steps")
+        check_choice(self.weighting, "weighting", WEIGHTINGS)
+
+    def describe(self) -> dict[str, Any]:
+        return {"estimator": "auto", "map_tolerance": float(self.map_tolerance), "max_steps": int(self.max_steps)}
+
+    def bind(self, run: RunSetup) -> PerBatch:
+        return self.resolve(run).bind(run)
+
+    def sizes(self, n_samples: int) -> tuple[int, int, int]:
+        """(pilot samples, check samples, samples measured on the cheapest grid) for a dataset of
+        ``n_samples``: by default N/16 (8 to 32), N/32 (4 to 16) and twice their sum (24 to 64)."""
+        pilot = self.pilot_samples if self.pilot_samples is not None else min(max(n_samples // 16, 8), 32)
+        pilot = min(int(pilot), n_samples)
+        check = self.check_samples if self.check_samples is not None else min(max(n_samples // 32, 4), 16)
+        check = min(int(check), n_samples - pilot)
+        norm = max(pilot + check, min(max(2 * (pilot + check), _NORM_SAMPLES[0]), _NORM_SAMPLES[1], n_samples))
+        return pilot, check, norm
+
+    def resolve(self, run: RunSetup) -> "Estimator":
+        reader = run.reader
+        if reader is None or reader.n_samples is None:
+            raise InputError("map_tolerance extrapolates a pilot to the whole dataset and needs its number of "
+                             "samples: pass an (X, Y) pair or a map-style Dataset, or choose n_steps yourself")
+        n_samples = reader.n_samples
+        n_pilot, n_check, n_norm = self.sizes(n_samples)
+        counts = (n_pilot, n_check, n_norm - n_pilot - n_check)
+        everything = reader.everything(run.adapter, run.outputs, run.integrator.chunk_points)
+        centre = scale = None
+        if everything is not None:  # in memory: the draws are stratified by the samples' weights in the map
+            centre, scale = _weight_moments(self.weighting, *everything)
+            size = map_weights(self.weighting, *everything, centre, scale).square().sum(dim=1).numpy()
+            parts = _stratified_draw(run.seed, size, counts)
+        else:
+            drawn = keyed_permutation(run.seed, _PILOT_STREAM, np.arange(n_norm), n_samples)
+            parts = np.split(drawn, np.cumsum(counts)[:-1])
+        pilot = _Pilot(run, reader, np.concatenate([np.sort(part) for part in parts]), self.weighting, n_samples,
+                       centre, scale)
+        pilot_rows, check_rows = np.arange(n_pilot), np.arange(n_pilot, n_pilot + n_check)
+        # the cheapest grid, twice on every drawn sample, gives the map's norm and the error's scale; larger
+        # grids, on the pilot samples only, say how much the variance falls from there (a ratio estimate)
+        first = pilot.measure(np.arange(n_norm), AUTO_START_STEPS)
+        norm_squared = pilot.map_norm_squared(first)
+        # a few samples tend to miss the rare ones whose errors dominate: the choice uses the spread's mean
+        # plus one standard error, the reported estimate its mean
+        spread, spread_error = pilot.spread(first, with_error=True)
+        first_on_pilot = pilot.spread(first, pilot_rows)
+
+        def error_of(level: _Level, bound: bool = False) -> float:
+            ratio = 1.0 if level is first else (pilot.spread(level) / first_on_pilot if first_on_pilot > 0 else 0.0)
+            return math.sqrt((spread + (spread_error if bound else 0.0)) * ratio / n_samples / norm_squared)
+
+        levels: dict[int, _Level] = {AUTO_START_STEPS: first}
+        errors: dict[int, float] = {AUTO_START_STEPS: error_of(first, bound=True)}
+        steps, target = AUTO_START_STEPS, AUTO_MARGIN * float(self.map_tolerance)
+        for _ in range(AUTO_MAX_LEVELS):
+            passing = sorted(s for s, error in errors.items() if error <= target)
+            for s, level in levels.items():  # keep the integrals of the grids that may still be chosen
+                if s not in passing[:1] and s != steps:
+                    level.cache = {}
+            steps = _next_steps(errors, steps, target, passing, int(self.max_steps), n_samples, n_pilot)
+            if steps is None:
+                break
+            levels[steps] = pilot.measure(pilot_rows, steps)
+            errors[steps] = error_of(levels[steps], bound=True)
+        # each grid's estimate is noisy; with three or more, a grid must also pass on the power law fitted to all
+        fitted = _fitted_errors(errors)
+        passing = sorted(s for s, error in errors.items() if max(error, fitted.get(s, 0.0)) <= target)
+        chosen = passing[0] if passing else max(errors)
+        _, world_size = distributed.world()
+        if world_size > 1:  # every rank measured the same pilot; rank 0's choice is everyone's
+            chosen = distributed.all_gather(chosen)[0]
+            if chosen not in levels:
+                levels[chosen] = pilot.measure(pilot_rows, chosen)
+        estimate = error_of(levels[chosen])
+        if chosen == AUTO_START_STEPS:  # the check samples were measured on this grid already
+            final = [first]
+        else:
+            final = [levels[chosen]] + ([pilot.measure(check_rows, chosen)] if n_check else [])
+        return _AutoChoice(self, chosen, measured=sorted(errors), estimate=estimate, first=first, final=final,
+                           pilot=pilot, sizes=(n_pilot, n_check, n_norm))
+
+
+@dataclass
+class _Level:
+    """One grid measured twice (independent shifts) on some pilot rows: each row's variance (n, K), the sums
+    that give the map's norm, and the rows' replicate-0 integrals to reuse (global index → attributions,
+    prediction, baseline prediction)."""
+
+    steps: int
+    rows: np.ndarray
+    variances: torch.Tensor
+    weighted_sum: torch.Tensor | None
+    weighted_squares: torch.Tensor
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def _next_steps(errors: dict[int, float], steps: int, target: float, passing: list[int], max_steps: int,
+                n_samples: int, n_pilot: int) -> int | None:
+    """The next grid the pilot measures, or None once the choice is made.
+
+    The error is taken to fall like n_steps^-p, p fitted to every grid measured so far (least squares in
+    log-log, between 0.75 and 3; :data:`AUTO_FIRST_EXPONENT` while only one is). Below the tolerance, a grid
+    at most 3/4 as large is tried if it is predicted to pass and measuring it costs less than it saves;
+    above it, the next grid is the predicted one, at least 1.25 times as large.
+    """
+    sizes = sorted(errors)
+    exponent = AUTO_FIRST_EXPONENT
+    usable = [s for s in sizes if errors[s] > 0]
+    if len(usable) >= 2:
+        logs = np.log(np.asarray(usable, dtype=float))
+        slope = np.polyfit(logs, np.log([errors[s] for s in usable]), 1)[0]
+        exponent = float(np.clip(-slope, 0.75, 3.0))
+    if passing:
+        best = passing[0]
+        failing_below = [s for s in sizes if s < best]
+        guess = _node_grid(best * (errors[best] / target) ** (1.0 / exponent))
+        floor = max(failing_below) if failing_below else 0
+        if (floor < guess <= 0.75 * best and guess not in errors
+                and (best - guess) * (n_samples - n_pilot) > 2 * guess * n_pilot):
+            return guess
+        return None
+    if steps >= max_steps:
+        return None
+    error = errors[steps]
+    guess = _node_grid(steps * (error / target) ** (1.0 / exponent)) if np.isfinite(error) else 2 * steps
+    return min(max(guess, _node_grid(1.25 * steps)), max_steps)
+
+
+def _fitted_errors(errors: dict[int, float]) -> dict[int, float]:
+    """The errors of the measured grids on the power law a·n_steps^-p fitted to them (least squares in log-log),
+    when at least three were measured; else none."""
+    usable = sorted(s for s, error in errors.items() if error > 0)
+    if len(usable) < 3:
+        return {}
+    logs = np.log(np.asarray(usable, dtype=float))
+    slope, intercept = np.polyfit(logs, np.log([errors[s] for s in usable]), 1)
+    return {s: float(np.exp(intercept + slope * log)) for s, log in zip(usable, logs)}
+
+
+def _node_grid(value: float) -> int:
+    """The smallest node count the automatic choice uses that is at least ``value``: even up to 16, then
+    multiples of 4 up to 32, of 8 up to 64 and of 16 beyond."""
+    value = max(float(value), float(AUTO_START_STEPS))
+    for step, limit in ((2, 16), (4, 32), (8, 64)):
+        rounded = int(np.ceil(value / step - 1e-9)) * step
+        if rounded <= limit:
+            return rounded
+    return int(np.ceil(value / 16 - 1e-9)) * 16
+
+
+class _Pilot:
+    """The pilot and check samples of an automatic choice: inputs, targets, predictions and map weights.
+
+    ``centre`` and ``scale`` (K,) of the weights come from every sample when known, else from these samples.
+    """
+
+    def __init__(self, run: RunSetup, reader: SampleReader, indices: np.ndarray, weighting: str,
+                 n_samples: int, centre: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> None:
+        self.run, self.indices, self.weighting, self.n_samples = run, indices, weighting, n_samples
+        self.batch_size = max(1, int(reader.batch_size))
+        self.x, self.targets, self.extras = reader.read(indices)
+        self.predictions = run.adapter.evaluate(self.x, run.outputs, run.integrator.chunk_points,
+                                                self.extras).to(torch.float64)
+        device = self.predictions.device
+        self.centre = centre.to(device) if centre is not None else None
+        self.weights = map_weights(weighting, self.targets, self.predictions, self.centre,
+                                   scale.to(device) if scale is not None else None)
+        per_sample = 8 * len(run.outputs) * int(np.prod(self.x.shape[1:], dtype=np.int64))
+        self.cache_rows = run.integrator.budget.fraction(_CACHE_SHARE).bytes // max(per_sample, 1)
+
+    def measure(self, rows: np.ndarray, steps: int) -> _Level:
+        """Integrate ``rows`` twice on ``steps`` nodes, with independent shifts: half the squared difference is
+        each row's variance (summed over the map's components); the rows' replicate-0 integrals are kept for
+        the stream when they fit the memory budget."""
+        run, k_outputs = self.run, len(self.run.outputs)
+        variances, cache = [], {}
+        weighted_sum: torch.Tensor | None = None
+        weighted_squares = torch.zeros(k_outputs, dtype=torch.float64, device=self.x.device)
+        keep = len(rows) <= self.cache_rows
+        for begin in range(0, len(rows), self.batch_size):
+            part = torch.as_tensor(rows[begin:begin + self.batch_size], device=self.x.device)
+            indices = self.indices[rows[begin:begin + self.batch_size]]
+            x, extras = self.x[part], take_rows(self.extras, part)
+            first = integrate_shifted(run, x, indices, extras, steps)
+            second = integrate_shifted(run, x, indices, extras, steps, replicate=1, with_scores=False)
+            a, b = first.attributions.flatten(start_dim=2), second.attributions.flatten(start_dim=2)
+            variances.append(0.5 * (a - b).square().sum(dim=2))
+            weighted = self.weights[part].unsqueeze(2) * 0.5 * (a + b)
+            weighted_sum = weighted.sum(dim=0) if weighted_sum is None else weighted_sum + weighted.sum(dim=0)
+            weighted_squares += weighted.square().sum(dim=(0, 2))
+            if keep:
+                for j, index in enumerate(indices):
+                    cache[int(index)] = (first.attributions[j], first.predictions[j], first.baseline_predictions[j])
+        variance = torch.cat(variances) if variances else torch.zeros(0, k_outputs, dtype=torch.float64)
+        return _Level(steps, rows, variance, weighted_sum, weighted_squares, cache)
+
+    def spread(self, level: _Level, rows: np.ndarray | None = None, with_error: bool = False) -> Any:
+        """Mean over the level's rows (or the given ones, a subset) of Σ_k w_k² v_k: a sample's contribution to
+        N² ‖map error‖² (and the standard error of that mean, for samples drawn without replacement, with
+        ``with_error``)."""
+        rows = level.rows if rows is None else rows
+        if len(rows) == 0:
+            return (0.0, 0.0) if with_error else 0.0
+        position = {int(row): j for j, row in enumerate(level.rows)}
+        selected = level.variances[torch.as_tensor([position[int(row)] for row in rows])]
+        weights = self.weights[torch.as_tensor(rows, device=self.x.device)]
+        contributions = (weights.square() * selected.to(weights)).sum(dim=1)
+        mean = float(contributions.mean())
+        if not with_error:
+            return mean
+        n_rows = len(contributions)
+        spread = float(contributions.var()) if n_rows > 1 else mean ** 2
+        return mean, math.sqrt(max(spread, 0.0) * (1.0 - n_rows / self.n_samples) / n_rows)
+
+    def map_norm_squared(self, level: _Level) -> float:
+        """‖map‖² of the N-sample map, estimated from the level's rows (drawn without replacement): the square
+        of their mean less the part their own sampling noise adds, and at least the part the N samples' own
+        noise adds."""
+        n_rows = len(level.rows)
+        mean = level.weighted_sum / n_rows
+        spread = float((level.weighted_squares.sum() - n_rows * mean.square().sum()) / max(n_rows - 1, 1))
+        estimate = float(mean.square().sum()) - (1.0 - n_rows / self.n_samples) * spread / n_rows
+        return max(estimate, spread / self.n_samples, 1e-300)
+
+
+def map_weights(weighting: str, targets: torch.Tensor, predictions: torch.Tensor, centre: torch.Tensor | None = None,
+                scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Each sample's weight in a dataset map (n, K): (t − centre)/scale with t the targets (scale σ_t σ_ŷ) or
+    the predictions (scale σ_ŷ²), or 1 for a mean map. ``centre`` (the mean of t) and ``scale`` come from the
+    samples themselves when not given."""
+    if weighting == "mean":
+        return torch.ones_like(predictions)
+    values = predictions if weighting == "predictions" else targets
+    centre = values.mean(dim=0) if centre is None else centre.to(values)
+    if scale is None:
+        scale = values.std(dim=0, unbiased=False) * predictions.std(dim=0, unbiased=False)
+    scale = torch.where(scale > 0, scale.to(values), torch.ones_like(values[0]))
+    return (values - centre) / scale
+
+
+def _weight_moments(weighting: str, targets: torch.Tensor, predictions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(centre, scale) of the map's weights over every sample (see :func:`map_weights`)."""
+    values = predictions if weighting == "predictions" else targets
+    return values.mean(dim=0), values.std(dim=0, unbiased=False) * predictions.std(dim=0, unbiased=False)
+
+
+def _stratified_draw(seed: int, size: np.ndarray, counts: tuple[int, ...]) -> list[np.ndarray]:
+    """Disjoint draws of ``counts`` samples, each stratified by ``size`` (N,): the samples not drawn yet, in the
+    order of their size, are cut into as many equal strata as the draw has samples and one is taken from each
+    (keyed by seed, draw and stratum). Each draw's mean is then an unbiased estimate of the mean over all
+    samples, and it covers the rare large ones that dominate a sum."""
+    taken = np.zeros(len(size), dtype=bool)
+    order = np.argsort(size, kind="stable")
+    draws = []
+    for draw, count in enumerate(counts):
+        if count == 0:
+            draws.append(np.zeros(0, dtype=np.int64))
+            continue
+        strata = np.array_split(order[~taken[order]], count)
+        picks = np.array([stratum[int(keyed_integers(seed, len(stratum), _PILOT_STREAM, draw, j))]
+                          for j, stratum in enumerate(strata)], dtype=np.int64)
+        taken[picks] = True
+        draws.append(picks)
+    return draws
+
+
+class _AutoChoice(Estimator):
+    """What an :class:`AutoRule` chose for one run: a shifted grid, the pilot's integrals to reuse and the
+    variances on that grid for the final check."""
+
+    def __init__(self, settings: AutoRule, steps: int, *, measured: list[int], estimate: float, first: _Level,
+                 final: list[_Level], pilot: _Pilot, sizes: tuple[int, int, int]) -> None:
+        self.settings, self.steps, self.measured, self.estimate = settings, int(steps), measured, estimate
+        self.first, self.final, self.pilot = first, final, pilot
+        self.n_pilot, self.n_check, self.n_norm = sizes
+        self.cache = {index: entry for level in final for index, entry in level.cache.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.settings.describe(), "method": "shifted", "n_steps": self.steps,
+                "pilot_samples": self.n_pilot, "check_samples": self.n_check, "norm_samples": self.n_norm,
+                "pilot_steps": self.measured,
+                "estimated_map_error": float(f"{self.estimate:.2g}")}
+
+    def bind(self, run: RunSetup) -> PerBatch:
+        cache, steps = self.cache, self.steps
+
+        def per_batch(x: torch.Tensor, indices: np.ndarray, extras: Extras) -> PathIntegrals:
+            entries = [cache.get(int(i)) for i in indices]
+            missing = [j for j, entry in enumerate(entries) if entry is None]
+            if len(missing) == len(entries):
+                return integrate_shifted(run, x, indices, extras, steps)
+            if missing:
+                rows = torch.as_tensor(missing, device=x.device)
+                fresh = integrate_shifted(run, x[rows], indices[missing], take_rows(extras, rows), steps)
+                for j, row in enumerate(missing):
+                    entries[row] = (fresh.attributions[j], fresh.predictions[j], fresh.baseline_predictions[j])
+            return PathIntegrals(torch.stack([e[0] for e in entries]), torch.stack([e[1] for e in entries]),
+                                 torch.stack([e[2] for e in entries]))
+        return per_batch
+
+    def finish(self, computed: Computed, parameters: dict[str, Any]) -> None:
+        """The final check, with the run's own normalisation and map: the error's scale from every drawn sample
+        on the cheapest grid, times how much the pilot and check samples' variances fell from there to the
+        chosen grid (the check samples were not used to choose it), over the map's norm."""
+        if computed.maps is None:
+            return
+        pilot, first = self.pilot, self.first
+        diagnostics = computed.diagnostics
+        scale = None
+        if pilot.weighting == "targets" and {"target_std", "prediction_std"} <= set(diagnostics):
+            scale = diagnostics["target_std"] * diagnostics["prediction_std"]
+        elif pilot.weighting == "predictions" and "prediction_std" in diagnostics:
+            scale = diagnostics["prediction_std"].square()
+        squared_weights = map_weights(pilot.weighting, pilot.targets, pilot.predictions, pilot.centre,
+                                      scale.to(pilot.predictions) if scale is not None else None).square()
+        base = (squared_weights * first.variances.to(squared_weights)).mean(dim=0)  # (K,)
+        rows = np.concatenate([level.rows for level in self.final])
+        if self.steps != first.steps:
+            chosen = torch.cat([level.variances for level in self.final]).to(squared_weights)
+            selected = squared_weights[torch.as_tensor(rows, device=squared_weights.device)]
+            before = (selected * first.variances[torch.as_tensor(rows)].to(selected)).sum(dim=0)
+            after = (selected * chosen).sum(dim=0)
+            base = base * torch.where(before > 0, after / before.clamp(min=1e-300), torch.zeros_like(after))
+        error_squared = base / pilot.n_samples
+        maps = computed.maps.reshape(len(base), -1).to(error_squared)
+        norms = maps.square().sum(dim=1)
+        per_output = (error_squared / norms.clamp(min=1e-300)).sqrt()
+        overall = float((error_squared.sum() / norms.sum().clamp(min=1e-300)).sqrt())
+        diagnostics["map_error_estimate"] = per_output.to(computed.maps.device)
+        parameters["checked_map_error"] = overall
+        tolerance = float(self.settings.map_tolerance)
+        if overall > tolerance:
+            needed = _node_grid(self.steps * (overall / (AUTO_MARGIN * tolerance)) ** (1.0 / AUTO_FIRST_EXPONENT))
+            warnings.warn(
+                f"the map's estimated relative error is {overall:.2%}, above map_tolerance={tolerance:g}, with "
+                f"{self.steps} nodes per path (shifted grid; checked on {len(rows)} samples"
+                + (", at max_steps" if self.steps >= int(self.settings.max_steps) else "")
+                + f"). Run again with a larger max_steps or path=ShiftedGrid({min(needed, 4096)})",
+                UserWarning, stacklevel=6)
 
 
 @dataclass(frozen=True)
@@ -312,25 +852,39 @@ ESTIMATORS = ("quadrature", "montecarlo")
 
 
 def estimator_from_options(*, n_steps: int | None, method: str, tolerance: float | None, max_steps: int,
-                           estimator: str, path: Any) -> Estimator:
+                           estimator: str, path: Any, map_tolerance: float | None = None) -> Estimator:
     """The estimator that the keyword arguments of ``IGC.attribute`` (and its family) describe.
 
-    ``path`` may also be an estimator object (``FixedRule``, ``Adaptive``, ``MonteCarlo`` or ``IG2Path``), which
-    then says everything and the quadrature keywords must stay at their defaults.
+    ``path`` may also be an estimator object (``FixedRule``, ``Adaptive``, ``MonteCarlo``, ``ShiftedGrid``,
+    ``AutoRule`` or ``IG2Path``), which then says everything and the quadrature keywords must stay at their
+    defaults. ``map_tolerance`` lets an :class:`AutoRule` choose the rule and the nodes, so it excludes the
+    keywords that choose them by hand; ``method="shifted"`` is a :class:`ShiftedGrid`.
     """
     if isinstance(path, str) and path == "ig2":
         path = IG2Path()
     if path not in (None, "straight"):
-        if not isinstance(path, (FixedRule, Adaptive, MonteCarlo, IG2Path)):
+        if not isinstance(path, (FixedRule, Adaptive, MonteCarlo, ShiftedGrid, AutoRule, IG2Path)):
             raise InputError(f"path must be None/'straight' (IG), 'ig2', an igcorr.IG2Path or a straight-path "
-                             f"estimator (FixedRule, Adaptive, MonteCarlo), got {path!r}")
-        if n_steps is not None or tolerance is not None or estimator != "quadrature" or method != "trapezoid":
+                             f"estimator (FixedRule, Adaptive, MonteCarlo, ShiftedGrid, AutoRule), got {path!r}")
+        if (n_steps is not None or tolerance is not None or estimator != "quadrature" or method != "trapezoid"
+                or map_tolerance is not None):
             what = ("IG2Path(steps=..., step_size=...)" if isinstance(path, IG2Path)
                     else f"the {type(path).__name__} object")
-            raise InputError(f"n_steps, method, tolerance and estimator set the straight-line quadrature; with "
-                             f"path={type(path).__name__}(...) set them in {what} instead")
+            raise InputError(f"n_steps, method, tolerance, map_tolerance and estimator set the straight-line "
+                             f"quadrature; with path={type(path).__name__}(...) set them in {what} instead")
         return path
+    if map_tolerance is not None:
+        if n_steps is not None or tolerance is not None or estimator != "quadrature" or method != "trapezoid":
+            raise InputError("map_tolerance chooses the rule and the number of nodes from the data: leave n_steps, "
+                             "method, tolerance and estimator at their defaults, or drop map_tolerance to choose "
+                             "them yourself")
+        max_steps = check_int(max_steps, "max_steps", minimum=2)
+        return AutoRule(map_tolerance, max_steps=max_steps - max_steps % 2)
     check_choice(estimator, "estimator", ESTIMATORS)
+    if method == "shifted" and estimator == "quadrature":
+        if tolerance is not None:
+            raise InputError("adaptive quadrature (tolerance=...) refines the trapezoid rule: use method='trapezoid'")
+        return ShiftedGrid(DEFAULT_STEPS_STRAIGHT if n_steps is None else n_steps)
     if estimator == "montecarlo":
         if tolerance is not None:
             raise InputError("tolerance applies to quadrature; the Monte-Carlo estimator reports a standard error")
@@ -354,5 +908,6 @@ def baselines_for(estimator: Estimator, baselines: Any) -> baseline_forms.Baseli
     return estimator.run_baselines(baseline_forms.resolve(baselines))
 
 
-__all__ = ["Adaptive", "Estimator", "FixedRule", "IG2Path", "LayerRegion", "MonteCarlo", "NoAttribution",
-           "RunSetup", "ShapleySampling", "estimator_from_options", "baselines_for"]
+__all__ = ["Adaptive", "AutoRule", "Estimator", "FixedRule", "IG2Path", "LayerRegion", "MonteCarlo", "NoAttribution",
+           "RunSetup", "SampleReader", "ShapleySampling", "ShiftedGrid", "estimator_from_options", "baselines_for",
+           "integrate_shifted", "map_weights"]

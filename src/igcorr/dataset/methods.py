@@ -7,6 +7,7 @@ integrals, checkpoints, processes, metadata) in one loop shared by all of them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from igcorr._docs import fill_doc
 from igcorr._validation import check_bool, check_choice, check_optional_positive_int
 from igcorr.data import DataSource
 from igcorr.dataset.checkpoint import DEFAULT_EVERY_SECONDS
-from igcorr.dataset.estimators import (Adaptive, Estimator, FixedRule, NoAttribution, ShapleySampling,
+from igcorr.dataset.estimators import (Adaptive, AutoRule, Estimator, FixedRule, NoAttribution, ShapleySampling,
                                        baselines_for, estimator_from_options)
 from igcorr.dataset.run import DatasetRun, EngineOptions, RunOptions, RunOutcome
 from igcorr.dataset.targets import encode_targets, target_columns
@@ -194,7 +195,8 @@ class IGC(DatasetMethod):
                   progress: bool = True, checkpoint: str | os.PathLike | None = None,
                   checkpoint_every: float = DEFAULT_EVERY_SECONDS, tolerance: float | None = None,
                   max_steps: int = 1025, estimator: str = "quadrature", permutations: int = 0, bootstrap: int = 0,
-                  regions: Any = None, regions_only: bool = False, level: float = 0.95, path: Any = None) -> Result:
+                  regions: Any = None, regions_only: bool = False, level: float = 0.95, path: Any = None,
+                  map_tolerance: float | None = None) -> Result:
         """Compute the IGC maps over a dataset in one streaming pass.
 
         Parameters
@@ -206,10 +208,11 @@ class IGC(DatasetMethod):
             use ``igcorr.baselines.FromData(M, shared=True)`` for one shared draw).
         n_steps : int, optional
             Quadrature nodes per path (default 64); with ``tolerance``, the starting number of nodes (default
-            9); with ``estimator="montecarlo"``, the evaluation points per sample (default 64).
+            9); with ``estimator="montecarlo"``, the evaluation points per sample (default 64). To let igcorr
+            choose, give ``map_tolerance`` instead.
         method : str
             Quadrature rule: "trapezoid" (default), "riemann_left", "riemann_right", "riemann_middle",
-            "gausslegendre".
+            "gausslegendre", or "shifted" (randomised grids, even ``n_steps``: see ``map_tolerance``).
         %(outputs)s
         %(batch_size)s
         %(seed)s
@@ -226,7 +229,8 @@ class IGC(DatasetMethod):
             |Σ IG − (f(x) − mean f(b))| is at most ``tolerance`` for every output, or ``max_steps`` is reached.
             ``Result.diagnostics["steps_mean"]`` reports the nodes used.
         max_steps : int
-            Upper limit of nodes per path for adaptive quadrature.
+            Upper limit of nodes per path for adaptive quadrature and for ``map_tolerance`` (rounded down to
+            an even number there).
         permutations : int
             Permutation test in the same pass (IGC is linear in the centred targets, so each permutation is one
             more accumulator, memory P·K·D, or P·K·R with ``regions_only``): ``Result.extra_maps`` gains
@@ -255,6 +259,18 @@ class IGC(DatasetMethod):
             R samples of another class per sample). An estimator object of :mod:`igcorr.dataset.estimators`
             (``FixedRule("gausslegendre", 16)``, ``Adaptive(1e-3)``, ``MonteCarlo(128)``) says the same as
             those keywords in one typed value. With an object, the quadrature keywords stay at their defaults.
+        map_tolerance : float, optional
+            Let igcorr choose the number of nodes: the acceptable relative L2 error of the dataset map (e.g.
+            0.01 for 1 %, all outputs together), instead of ``n_steps``, ``method`` and ``tolerance``. Paths are
+            integrated on shifted grids (antithetic node pairs shifted at random within equal cells, stratified
+            over each sample's baselines), whose errors have mean zero and cancel over samples; a pilot on a few
+            samples drawn with ``seed`` measures the error of growing grids with two independent draws each,
+            extrapolates it to the whole dataset and keeps the cheapest grid under the tolerance (its
+            integrals are reused). After the run, the pilot's and a few other samples' variances give
+            ``Result.diagnostics["map_error_estimate"]`` (per output) and
+            ``metadata["parameters"]["checked_map_error"]``, with a warning when it exceeds the tolerance;
+            ``metadata["parameters"]`` also records the choice (``n_steps``, ``pilot_steps``,
+            ``estimated_map_error``). Equivalent to ``path=igcorr.dataset.estimators.AutoRule(map_tolerance)``.
 
         Returns
         -------
@@ -265,7 +281,11 @@ class IGC(DatasetMethod):
         options = RunOptions(batch_size, seed, progress, checkpoint, checkpoint_every)
         spec = baseline_forms.resolve(baselines) if path in (None, "straight") else None
         chosen = estimator_from_options(n_steps=n_steps, method=method, tolerance=tolerance, max_steps=max_steps,
-                                        estimator=estimator, path=path)
+                                        estimator=estimator, path=path, map_tolerance=map_tolerance)
+        if isinstance(chosen, AutoRule):  # the pilot weights samples as this method's map does
+            probe = self.make_reducer([0])
+            weighting = getattr(probe, "against", "targets") if isinstance(probe, CorrelationReducer) else "mean"
+            chosen = dataclasses.replace(chosen, weighting=weighting)
         inference = InferencePlan(permutations, bootstrap, regions, regions_only, level)
         spec = baselines_for(chosen, baselines) if spec is None else chosen.run_baselines(spec)
         result = self._run(data, estimator=chosen, baselines=spec, outputs=outputs, options=options,

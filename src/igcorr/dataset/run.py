@@ -30,7 +30,7 @@ from igcorr import distributed
 from igcorr._validation import check_bool, check_optional_positive_int, check_seed
 from igcorr.data import Batch, DataSource
 from igcorr.dataset.checkpoint import DEFAULT_EVERY_SECONDS, Checkpoint, DataDigest, model_fingerprint
-from igcorr.dataset.estimators import Estimator, MonteCarlo, RunSetup
+from igcorr.dataset.estimators import Estimator, MonteCarlo, RunSetup, SampleReader
 from igcorr.dataset.targets import all_targets, encode_targets
 from igcorr.errors import InputError, ShapeError
 from igcorr.inputs import InputLayout, choose_layout
@@ -212,7 +212,9 @@ class DatasetRun:
                                                      map_shape, disk)
             seed = int(options.seed)
             spec.prepare(x_shape, source, seed)
-            setup = RunSetup(adapter, integrator, output_index, n_model_outputs, seed, spec, probe, probe_extras)
+            setup = RunSetup(adapter, integrator, output_index, n_model_outputs, seed, spec, probe, probe_extras,
+                             SampleReader(source, adapter.prepare_inputs, n_model_outputs, selected))
+            estimator = estimator.resolve(setup)  # e.g. a pilot that chooses the number of nodes
             per_batch = estimator.bind(setup)
             parameters = {**estimator.describe(), **parameters}
             recorded_shape: list[tuple[int, ...]] = []
@@ -271,6 +273,7 @@ class DatasetRun:
             reducer, seen = run_reduction(source, reducer_factory, step, progress=options.progress,
                                           description=self.name.upper(), device=probe.device, checkpoint=saver)
         computed = reducer.compute()
+        estimator.finish(computed, parameters)
         if recorded_shape and recorded_shape[0] != map_shape:
             map_shape = recorded_shape[0]  # attributions of an internal layer, not of the inputs
         metadata = {
