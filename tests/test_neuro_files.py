@@ -350,3 +350,19 @@ def test_masked_data_and_maps_share_the_voxel_order(mask_img, tmp_path):
     result = igcorr.Result("igc", inputs[:2].astype(np.float64), metadata={"outputs": [0, 1]})
     image = nibabel.load(write_maps(result, mask_img, tmp_path)["nifti"])
     np.testing.assert_allclose(image.get_fdata()[..., 0][mask_data() != 0], inputs[0], rtol=1e-6)
+
+
+def test_analytic_p_values_are_not_called_permutation_p_values(mask_img, tmp_path):
+    import torch
+
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(50, 60, generator=generator)
+    result = igcorr.NaiveCorrelation().attribute((x, x[:, :3].sum(1)), progress=False)
+    written = write_maps(result, fitted(mask_img), tmp_path)
+    assert written["nifti_p_value"].name == "p_desc-naivecorrelation.nii.gz"
+    sidecar = json.loads(written["sidecar_p_value"].read_text())
+    assert "permutation" not in sidecar["Description"] and sidecar["Mask"] == "a fitted NiftiMasker"
+    labels = np.zeros(GRID, np.int16)
+    labels[1:3, 1:6, 1:4], labels[3:5, 1:6, 1:4] = 1, 2
+    regions = atlas_regions(nibabel.Nifti1Image(labels, AFFINE), fitted(mask_img))  # a masker as the mask
+    assert [int(mask.sum()) for mask in regions.values()] == [30, 30]

@@ -130,9 +130,10 @@ def check_voxels(n_values: int, mask_img: Any, what: str = "the data") -> int:
 
 
 def _binary_mask(mask_img: Any) -> tuple[Any, np.ndarray]:
-    """The mask as a 0/1 image nilearn accepts (same affine), and its boolean array."""
+    """The mask as a 0/1 image nilearn accepts (same affine), and its boolean array (a fitted masker's mask
+    too)."""
     nibabel = _nibabel()
-    image = load_image(mask_img)
+    image = load_image(_fitted_mask_image(mask_img) if is_masker(mask_img) else mask_img)
     mask = mask_array(image)
     return nibabel.Nifti1Image(mask.astype(np.uint8), image.affine), mask
 
@@ -364,13 +365,22 @@ def _label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", str(text)) or "map"
 
 
+def _map_kind(result: Any, which: str | None) -> tuple[str, str]:
+    """(file pattern, description) of a map: a p-value map comes from the permutation test only when the run
+    had one (correlation and t-test maps carry their own analytic p-values)."""
+    permuted = bool((result.metadata.get("inference") or {}).get("permutations"))
+    if which in MAP_FILES and (which != "p_value" or permuted):
+        return MAP_FILES[which]
+    if which == "p_value":
+        return "p_desc-{method}", "p-value of each voxel's map value, as the method computes it"
+    return f"{_label(which)}_desc-{{method}}", f"the {which} map of each output"
+
+
 def map_file_stem(result: Any, which: str | None = None) -> str:
     """File name, without extension, of the main map (``which=None``) or of an extra map of ``result``."""
-    method = _label(result.method)
     inference = result.metadata.get("inference") or {}
     level = int(round(100 * float(inference.get("level") or 0.95)))
-    pattern = MAP_FILES[which][0] if which in MAP_FILES else f"{_label(which)}_desc-{{method}}"
-    return pattern.format(method=method, level=level)
+    return _map_kind(result, which)[0].format(method=_label(result.method), level=level)
 
 
 def write_maps(result: Any, mask: Any, out_dir: str | os.PathLike, *, mask_name: str | None = None,
@@ -431,8 +441,7 @@ def write_maps(result: Any, mask: Any, out_dir: str | os.PathLike, *, mask_name:
                                     "NIfTI map")
         inference = meta.get("inference") or {}
         level = int(round(100 * float(inference.get("level") or 0.95)))
-        describe = (MAP_FILES[which][1] if which in MAP_FILES else f"the {which} map of each output").format(
-            method_upper=result.method.upper(), level=level)
+        describe = _map_kind(result, which)[1].format(method_upper=result.method.upper(), level=level)
         sidecar = {
             "Description": describe[:1].upper() + describe[1:],
             "Map": "map" if which is None else which,

@@ -84,6 +84,10 @@ def write_report(result: Result, out_dir: str | Path, regions: Any = None, save_
 
     if save_result:
         written["result"] = result.save(out / "result.npz")
+        if result.saves_maps_beside():
+            from igcorr.result import maps_path
+
+            written["result_maps"] = maps_path(written["result"])
     drawn = drawn_outputs(result)
     title = f"{result.method.upper()} maps" + ("" if len(drawn) == len(result.maps) else
                                               f" ({len(drawn)} of {len(result.maps)} outputs: the largest r)")

@@ -236,13 +236,11 @@ class Result:
         than :data:`EXTERNAL_MAPS_BYTES` go to ``<name>.maps.npy`` beside it (uncompressed, written in pieces),
         which :func:`load` maps into memory lazily; the ``.npz`` names that file.
         """
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        path = _npz_path(path)
         header = {"format_version": FORMAT_VERSION, "method": self.method, "metadata": self.metadata}
         arrays: dict[str, np.ndarray] = {}
-        if self.maps.nbytes > EXTERNAL_MAPS_BYTES:
-            beside = path.with_name(path.name[: -len(".npz")] + ".maps.npy")
+        if self.saves_maps_beside():
+            beside = maps_path(path)
             atomic_write(beside, lambda handle: _write_npy(handle, self.maps), "result maps")
             header["maps_file"] = beside.name
         else:
@@ -252,6 +250,24 @@ class Result:
         arrays.update({f"region/{k}": v for k, v in self.region_inference.items()})
         arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
         return atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays), "result file")
+
+    def saves_maps_beside(self) -> bool:
+        """Whether :meth:`save` writes the maps beside the result file (:func:`maps_path`): maps larger than
+        :data:`EXTERNAL_MAPS_BYTES`."""
+        return self.maps.nbytes > EXTERNAL_MAPS_BYTES
+
+
+def _npz_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+    return path
+
+
+def maps_path(path: str | os.PathLike) -> Path:
+    """Where :meth:`Result.save` puts large maps for a result saved at ``path``: ``<name>.maps.npy`` beside it."""
+    path = _npz_path(path)
+    return path.with_name(path.name[: -len(".npz")] + ".maps.npy")
 
 
 def _write_npy(handle: Any, maps: np.ndarray, rows_per_piece: int | None = None) -> None:
