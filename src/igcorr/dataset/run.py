@@ -342,11 +342,11 @@ class DatasetRun:
         finiteness check) and its baselines (Monte-Carlo draws included, with the temporaries of drawing them)
         fit their share of the budget.
 
-        The share is a quarter of the budget, or what the path integrator's largest chunk (``chunk_bytes``) and
+        The room is a quarter of the budget, or what the path integrator's largest chunk (``chunk_bytes``) and
         the maps' state leave if that is more (with the state on disk, which the reducer allows when ``disk``,
-        only its working blocks count; see :func:`_maps_belong_on_disk`). Of it, at most 128 MiB is used,
-        unless more is needed for the batch's paths to hold ``_BATCH_POINTS`` points (``points_per_sample`` path
-        points per sample, when the estimator fixes them), or one sample needs more.
+        only its working blocks count; see :func:`_maps_belong_on_disk`). Of it, at most 128 MiB is used, or
+        what the batch's paths need to hold ``_BATCH_POINTS`` points (``points_per_sample`` path points per
+        sample, when the estimator fixes them) up to a quarter of the budget, or what one sample needs.
 
         With K outputs behind a linear readout, a sample's attributions are K·D values although its path
         integrals run over the readout's H inputs only: a batch sized by the 128 MiB alone would hold one or
@@ -359,10 +359,12 @@ class DatasetRun:
             on_disk = disk and _maps_belong_on_disk(budget, n_outputs, x_shape, spec, probe, chunk_bytes, map_shape)
             kept = _disk_working_bytes(budget) if on_disk else 3 * 8 * n_outputs * features + BLOCK_BYTES
             room = _batch_room(budget, chunk_bytes, kept)
-        ceiling = max(_BATCH_BYTES, per_sample)  # the 128 MiB never refuse a sample that the room holds
-        if points_per_sample:
-            ceiling = max(ceiling, -(-_BATCH_POINTS // points_per_sample) * per_sample)
-        share = MemoryBudget(max(1, min(ceiling, room)))
+        wanted = _BATCH_BYTES
+        if points_per_sample:  # enough samples for _BATCH_POINTS points, within a quarter of the budget
+            wanted = max(wanted, min(-(-_BATCH_POINTS // points_per_sample) * per_sample,
+                                     budget.fraction(_BATCH_SHARE).bytes))
+        wanted = max(wanted, per_sample)  # never fewer than one sample that the room holds
+        share = MemoryBudget(max(1, min(wanted, room)))
         fitting = share.count(per_sample, "one sample's attributions and baselines (the budget's share of a "
                                           "batch)")
         return int(min(fitting, _MAX_DEFAULT_BATCH))
