@@ -10,7 +10,13 @@ Every contender computes the same IGC map (same baselines, same targets) in the 
 threads. Reported: seconds, time ratios, and each map's relative L2 error against a converged map (a midpoint
 rule with many nodes, same baselines).
 
+With --map-tolerance T the accuracy table is run instead (W1 and W2): Captum at its default setting
+(Gauss–Legendre, 50 steps) and its fastest setting under T (its rules scanned), igcorr's fixed rules (the
+fastest under T found in hindsight), and igcorr's automatic choice (map_tolerance=T) with its estimated and
+measured errors.
+
     python benchmarks/bench_igc.py [--scale 1.0] [--workloads W1 W2 W3] [--out benchmarks/results]
+    python benchmarks/bench_igc.py --workloads W1 --scale 0.25 --map-tolerance 0.01 --reference-steps 128
 """
 
 from __future__ import annotations
@@ -148,7 +154,8 @@ def scores_of(workload: Workload, x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(out, dim=1) if workload.score == "softmax" else out
 
 
-def run_igcorr(workload: Workload, n_steps: int, method: str = "trapezoid", **options) -> tuple[np.ndarray, float, dict]:
+def run_igcorr(workload: Workload, n_steps: int | None, method: str = "trapezoid",
+               **options) -> tuple[np.ndarray, float, dict]:
     engine_options = {key: options.pop(key) for key in ("readout", "output_strategy", "compile", "autocast")
                       if key in options}
     started = time.perf_counter()
@@ -319,6 +326,128 @@ DESCRIPTIONS = {
 }
 
 
+# ----------------------------------------------------------------------------- accuracy chosen for the user
+#: igcorr's fixed rules in the accuracy table (the fastest under the tolerance is the best "in hindsight")
+ACCURACY_RULES = {
+    "W1": (("riemann_middle", 6), ("riemann_middle", 8), ("riemann_middle", 9), ("riemann_middle", 10),
+           ("riemann_middle", 11), ("riemann_middle", 12),
+           ("gausslegendre", 8), ("gausslegendre", 16), ("shifted", 6), ("shifted", 8), ("shifted", 10),
+           ("shifted", 12), ("montecarlo", 64), ("gausslegendre", 50), ("trapezoid", 64)),
+    "W2": (("gausslegendre", 2), ("gausslegendre", 3), ("gausslegendre", 4), ("riemann_middle", 2),
+           ("riemann_middle", 3), ("riemann_middle", 4), ("shifted", 2), ("shifted", 4), ("montecarlo", 64),
+           ("gausslegendre", 50),
+           ("trapezoid", 64)),
+}
+#: Captum's rules scanned for its fastest setting under the tolerance: each family from few steps up, until one
+#: is under the tolerance
+CAPTUM_SCAN = {
+    "W1": {"gausslegendre": (8, 12, 16, 20, 24, 32), "riemann_middle": (8, 10, 12, 16, 24)},
+    "W2": {"gausslegendre": (2, 3, 4, 6, 8), "riemann_middle": (2, 4, 6, 8)},
+}
+CAPTUM_DEFAULT = ("gausslegendre", 50)
+
+
+def run_auto(workload: Workload, tolerance: float) -> tuple[np.ndarray, float, dict]:
+    """igcorr's automatic choice: maps, seconds and the parameters it recorded (choice and estimates)."""
+    started = time.perf_counter()
+    result = igcorr.IGC(workload.model, score=workload.score).attribute(
+        (workload.x, workload.y), baselines=igcorr.baselines.Shared(workload.baselines), map_tolerance=tolerance,
+        progress=False)
+    seconds = time.perf_counter() - started
+    parameters = dict(result.metadata["parameters"])
+    parameters["map_error_estimate"] = result.diagnostics["map_error_estimate"].tolist()
+    return result.maps.reshape(len(result.maps), -1), seconds, parameters
+
+
+def run_fixed(workload: Workload, method: str, n_steps: int) -> tuple[np.ndarray, float]:
+    if method == "montecarlo":
+        maps, seconds, _ = run_igcorr(workload, n_steps, estimator="montecarlo")
+    else:
+        maps, seconds, _ = run_igcorr(workload, n_steps, method=method)
+    return maps, seconds
+
+
+def bench_accuracy(workload: Workload, tolerance: float, reference_steps: int) -> tuple[dict, dict]:
+    """The accuracy table of one workload: rows (seconds, error, ...) and ratios."""
+    rows: dict[str, dict] = {}
+    reference, _, _ = run_igcorr(workload, reference_steps, method=REFERENCE_METHOD)
+    outputs = workload.captum_outputs
+
+    def record(name: str, maps: np.ndarray, seconds: float, **extra) -> dict:
+        rows[name] = {"seconds": seconds, "error": relative_error(maps, reference[: len(maps)]), **extra}
+        return rows[name]
+
+    maps, seconds, parameters = run_auto(workload, tolerance)
+    auto = record(f"igcorr automatic (map_tolerance={tolerance:g})", maps, seconds, parameters=parameters,
+                  estimated_error=parameters["estimated_map_error"], checked_error=parameters["checked_map_error"],
+                  choice=f"{parameters['method']} {parameters['n_steps']} (pilot grids {parameters['pilot_steps']})")
+    method, n = CAPTUM_DEFAULT
+    maps, seconds = run_captum(workload, n, outputs, method=method)
+    default = record(f"captum {method} {n} (its default)", maps, seconds)
+    captum_passing = []
+    for method, counts in CAPTUM_SCAN[workload.name].items():
+        for n in counts:
+            maps, seconds = run_captum(workload, n, outputs, method=method)
+            row = record(f"captum {method} {n}", maps, seconds)
+            if row["error"] <= tolerance:
+                captum_passing.append(f"captum {method} {n}")
+                break
+    fixed_passing = []
+    for method, n in ACCURACY_RULES[workload.name]:
+        maps, seconds = run_fixed(workload, method, n)
+        if record(f"igcorr {method} {n}", maps, seconds)["error"] <= tolerance:
+            fixed_passing.append(f"igcorr {method} {n}")
+    found: dict[str, float | str] = {}
+    found["automatic: measured error ≤ tolerance"] = "yes" if auto["error"] <= tolerance else "no"
+    found["captum default / automatic"] = default["seconds"] / auto["seconds"]
+    if captum_passing:
+        best = min(captum_passing, key=lambda name: rows[name]["seconds"])
+        found[f"captum best under the tolerance ({best[7:]}) / automatic"] = rows[best]["seconds"] / auto["seconds"]
+    if fixed_passing:
+        best = min(fixed_passing, key=lambda name: rows[name]["seconds"])
+        found[f"automatic / igcorr best fixed rule in hindsight ({best[7:]})"] = auto["seconds"] / rows[best]["seconds"]
+    found["automatic: estimated (pilot) / measured error"] = auto["estimated_error"] / auto["error"]
+    found["automatic: estimated (final check) / measured error"] = auto["checked_error"] / auto["error"]
+    return rows, found
+
+
+def markdown_accuracy(report: dict) -> str:
+    lines = ["# Accuracy chosen for the user", "",
+             f"torch {report['torch']}, {report['threads']} threads, scale {report['scale']}, tolerance "
+             f"{report['map_tolerance']:g} (relative L2 error of the map), reference: {REFERENCE_METHOD} rule with "
+             f"{report['reference_steps']} nodes", ""]
+    for name, workload in report["workloads"].items():
+        lines += [f"## {name}: {workload['description']}, N={workload['n']}", "",
+                  "| contender | seconds | rel. L2 error | estimated error (pilot / final check) |", "|---|---|---|---|"]
+        for contender, row in workload["rows"].items():
+            estimate = (f"{row['estimated_error']:.2e} / {row['checked_error']:.2e} ({row['choice']})"
+                        if "estimated_error" in row else "")
+            lines.append(f"| {contender} | {row['seconds']:.2f} | {row['error']:.2e} | {estimate} |")
+        lines += ["", "| ratio | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |"
+                  for k, v in workload["ratios"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main_accuracy(args: argparse.Namespace) -> None:
+    report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "scale": args.scale,
+              "map_tolerance": args.map_tolerance, "reference_steps": args.reference_steps,
+              "machine": platform.machine(), "workloads": {}}
+    for name in args.workloads:
+        if name not in ACCURACY_RULES:
+            raise SystemExit(f"the accuracy table covers {sorted(ACCURACY_RULES)}, not {name}")
+        workload = make_workload(name, args.scale)
+        rows, found = bench_accuracy(workload, args.map_tolerance, args.reference_steps)
+        report["workloads"][name] = {"description": DESCRIPTIONS[name], "n": len(workload.x), "rows": rows,
+                                     "ratios": found}
+        print(markdown_accuracy({**report, "workloads": {name: report["workloads"][name]}}), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "igc_accuracy.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "igc_accuracy.md").write_text(markdown_accuracy(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each workload's N (default 1)")
@@ -327,7 +456,12 @@ def main() -> None:
     parser.add_argument("--reference-steps", type=int, default=256)
     parser.add_argument("--no-variants", action="store_true", help="skip the torch.compile and autocast rows")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--map-tolerance", type=float, default=None,
+                        help="run the accuracy table (W1, W2) at this relative L2 tolerance of the map instead")
     args = parser.parse_args()
+    if args.map_tolerance is not None:
+        main_accuracy(args)
+        return
     report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "scale": args.scale,
               "steps": args.steps, "reference_steps": args.reference_steps, "machine": platform.machine(),
               "workloads": {}}

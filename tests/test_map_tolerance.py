@@ -114,15 +114,70 @@ def test_the_tolerance_is_reached_against_a_converged_map(activation, reference_
     assert loose.metadata["parameters"]["n_steps"] <= parameters["n_steps"]
 
 
+class Separable(nn.Module):
+    """K outputs Σ_i a_ki relu(x_i − c_i) + d_ki tanh(x_i): kinks and curvature, and IG known in closed form,
+    since along a straight path each term depends on its own input only:
+    IG_ki(x, b) = a_ki (relu(x_i − c_i) − relu(b_i − c_i)) + d_ki (tanh(x_i) − tanh(b_i))."""
+
+    def __init__(self, n_inputs: int, n_outputs: int, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.a = nn.Parameter(torch.randn(n_outputs, n_inputs, dtype=torch.float64, generator=generator))
+        self.d = nn.Parameter(torch.randn(n_outputs, n_inputs, dtype=torch.float64, generator=generator))
+        self.c = nn.Parameter(0.5 * torch.randn(n_inputs, dtype=torch.float64, generator=generator))
+
+    def forward(self, x):
+        return torch.relu(x - self.c) @ self.a.T + torch.tanh(x) @ self.d.T
+
+    def exact_igc(self, x: torch.Tensor, y: torch.Tensor, baselines: torch.Tensor) -> np.ndarray:
+        """The exact IGC map (K, D) with baselines shared by every sample."""
+        with torch.no_grad():
+            def terms(t):  # (n, K, D) per-input terms of every output
+                return self.a * torch.relu(t - self.c)[:, None] + self.d * torch.tanh(t)[:, None]
+            ig = terms(x) - terms(baselines).mean(dim=0)
+            predictions = self(x)
+            centred = y - y.mean(dim=0)
+            scale = y.std(dim=0, unbiased=False) * predictions.std(dim=0, unbiased=False)
+            return (torch.einsum("nkd,nk->kd", ig, centred) / len(x) / scale[:, None]).numpy()
+
+
+@pytest.mark.parametrize("baselines", ["shared", "zero"])
+def test_the_tolerance_is_reached_on_a_model_whose_map_is_known(baselines):
+    # the exact map is the oracle: the achieved error is at most the tolerance and the estimates are honest
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(300, 12, dtype=torch.float64, generator=generator)
+    model = Separable(12, 2).eval()
+    with torch.no_grad():
+        y = model(x) + 0.5 * torch.randn(300, 2, dtype=torch.float64, generator=generator)
+    shared = x[:3] if baselines == "shared" else torch.zeros(1, 12, dtype=torch.float64)
+    exact = model.exact_igc(x, y, shared)
+    given = igcorr.baselines.Shared(shared) if baselines == "shared" else None
+    for tolerance in (0.05, 0.01):
+        result, caught = quiet(igcorr.IGC(model).attribute, (x, y), baselines=given, map_tolerance=tolerance,
+                               progress=False)
+        measured = relative_error(result.maps, exact)
+        parameters = result.metadata["parameters"]
+        assert measured <= tolerance, (measured, parameters)
+        for estimate in (parameters["estimated_map_error"], parameters["checked_map_error"]):
+            assert measured / 2.5 <= estimate <= 2.5 * measured, (estimate, measured, parameters)
+        assert result.diagnostics["map_error_estimate"].shape == (2,)
+        assert not any("map_tolerance" in message for message in caught)
+    # a fixed rule with the chosen nodes gives the same map by hand
+    by_hand = igcorr.IGC(model).attribute((x, y), baselines=given, method=parameters["method"],
+                                          n_steps=parameters["n_steps"], progress=False)
+    np.testing.assert_allclose(by_hand.maps, result.maps, rtol=0, atol=1e-12)
+
+
 def test_the_choice_and_the_estimates_are_reported():
     model, x, y = trained(nn.Tanh)
     result = igcorr.IGC(model).attribute((x, y), baselines=4, map_tolerance=0.02, progress=False)
     parameters = result.metadata["parameters"]
-    assert parameters["estimator"] == "auto" and parameters["method"] == "shifted"
+    assert parameters["estimator"] == "auto" and parameters["method"] in ("riemann_middle", "shifted")
     assert parameters["map_tolerance"] == 0.02
-    assert parameters["n_steps"] % 2 == 0 and parameters["n_steps"] in parameters["pilot_steps"]
-    # 120 samples: the minimum sizes (the cheapest grid on 24 samples, 12 of them also for the choice and the check)
-    assert (parameters["pilot_samples"], parameters["check_samples"], parameters["norm_samples"]) == (8, 4, 24)
+    assert parameters["n_steps"] in parameters["pilot_steps"][parameters["method"]]
+    assert set(parameters["pilot_steps"]) == {"riemann_middle", "shifted"}
+    # 120 samples: the minimum sizes (12 pilot and 4 check samples, 24 measured on the first grids)
+    assert (parameters["pilot_samples"], parameters["check_samples"], parameters["first_samples"]) == (12, 4, 24)
     assert 0 < parameters["estimated_map_error"] <= 0.8 * 0.02 + 1e-12
     estimate = result.diagnostics["map_error_estimate"]
     assert estimate.shape == (1,) and float(estimate[0]) == pytest.approx(parameters["checked_map_error"])
@@ -130,11 +185,31 @@ def test_the_choice_and_the_estimates_are_reported():
     typed = igcorr.IGC(model).attribute((x, y), baselines=4, path=AutoRule(0.02), progress=False)
     np.testing.assert_array_equal(typed.maps, result.maps)
     assert typed.metadata["parameters"] == parameters
-    # and its choice reproduced by hand: the map the chosen shifted grid gives
-    by_hand = igcorr.IGC(model).attribute((x, y), baselines=4, method="shifted", n_steps=parameters["n_steps"],
-                                          progress=False)
+    # and its choice reproduced by hand
+    by_hand = igcorr.IGC(model).attribute((x, y), baselines=4, method=parameters["method"],
+                                          n_steps=parameters["n_steps"], progress=False)
     np.testing.assert_allclose(by_hand.maps, result.maps, rtol=0, atol=1e-12)
-    assert by_hand.metadata["parameters"] == {"n_steps": parameters["n_steps"], "method": "shifted"}
+    assert by_hand.metadata["parameters"] == {"n_steps": parameters["n_steps"], "method": parameters["method"]}
+
+
+def test_shifted_grids_are_chosen_where_fixed_errors_do_not_cancel():
+    # one smooth output whose quadrature error follows the target: the midpoint rule's errors add up over the
+    # samples instead of cancelling, which the systematic factor measures, so the unbiased grids win
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(400, 16, dtype=torch.float64, generator=generator)
+    model = nn.Sequential(nn.Linear(16, 1), nn.Softplus(beta=4)).double().eval()
+    with torch.no_grad():
+        model[0].weight.fill_(0.5)
+        model[0].bias.fill_(-2.0)
+        y = model(x)[:, 0] + 0.01 * torch.randn(400, dtype=torch.float64, generator=generator)
+    igc = igcorr.IGC(model)
+    reference = igc.attribute((x, y), n_steps=64, method="gausslegendre", progress=False).maps
+    midpoint = igc.attribute((x, y), n_steps=4, method="riemann_middle", progress=False).maps
+    result = igc.attribute((x, y), map_tolerance=0.01, progress=False)
+    parameters = result.metadata["parameters"]
+    assert relative_error(result.maps, reference) <= 0.01
+    assert parameters["checked_map_error"] / 2.5 <= relative_error(result.maps, reference) * 1.0 + 1e-4
+    assert relative_error(midpoint, reference) > 0.01  # a fixed rule with as many nodes misses
 
 
 def test_a_missed_tolerance_is_found_by_the_final_check_and_warned_about():
