@@ -219,6 +219,38 @@ def test_batches_of_many_outputs_hold_enough_path_points():
     assert DatasetRun._batch_size(budget, 3, (1024,), spec, probe, 64, 2**20) == 256
 
 
+class RootCore(nn.Module):
+    """√|x| on the first input (its gradient is not finite where that input is 0), then a linear readout."""
+
+    def __init__(self, n_out: int) -> None:
+        super().__init__()
+        self.core = nn.Linear(8, 4).double()
+        self.readout = nn.Linear(4, n_out).double()
+
+    def forward(self, x):
+        hidden = torch.cat([x[:, :1].abs().sqrt(), x[:, 1:]], dim=1)
+        return self.readout(torch.tanh(self.core(hidden)))
+
+
+def test_non_finite_values_are_found_before_and_after_the_readout_projection():
+    from igcorr.errors import ModelError, NonFiniteError
+
+    torch.manual_seed(0)
+    model = RootCore(50).eval()
+    x = torch.randn(6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    y = torch.randn(6, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x[:, 0] = 0.0  # the gradients are NaN on every path
+    run = igcorr.IGC(model).attribute
+    with pytest.raises(NonFiniteError, match="gradients of sample . are not finite"):
+        run((x, y), n_steps=4, method="gausslegendre", progress=False)
+    x[:, 0] = 1.0
+    assert run((x, y), n_steps=4, method="gausslegendre", progress=False).metadata["engine"]["readout"]["layer"] == "readout"
+    with torch.no_grad():
+        model.readout.weight[7, 2] = float("nan")  # the integrals are finite, the projection would not be
+    with pytest.raises(ModelError, match="readout layer 'readout'"):
+        run((x, y), n_steps=4, method="gausslegendre", progress=False)
+
+
 def test_maps_beyond_the_budget_are_kept_on_disk_with_the_same_values():
     model, data = encoding_data()
     in_memory = igcorr.IGC(model, chunk_points=8).attribute(data, n_steps=8, progress=False)

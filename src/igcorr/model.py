@@ -73,6 +73,8 @@ class Readout:
     def project(self, integrals: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
         """Map integrals over the readout's H inputs (n, H, D) to the selected outputs (n, K, D)."""
         projection = self.layer.weight.detach()[outputs].to(torch.float64)
+        if not bool(torch.isfinite(projection).all()):
+            raise ModelError(f"the weights of the readout layer {self.name!r} hold NaN or infinite values")
         return torch.einsum("kh,nhd->nkd", projection, integrals)
 
 
@@ -356,8 +358,9 @@ class ModelAdapter:
                                   for i in range(len(x))])
         low_precision = self.autocast is not None or x.dtype in (torch.float16, torch.bfloat16)
         tolerance = 2e-2 if low_precision else 1e-5 if x.dtype == torch.float32 else 1e-9
-        scale = float(joint.abs().max()) + 1e-30
-        if not torch.allclose(joint, separate, rtol=tolerance, atol=tolerance * scale):
+        finite = joint[torch.isfinite(joint)]  # non-finite outputs are reported by the finiteness checks
+        scale = (float(finite.abs().max()) if finite.numel() else 0.0) + 1e-30
+        if not torch.allclose(joint, separate, rtol=tolerance, atol=tolerance * scale, equal_nan=True):
             raise ModelError(
                 "the model's output for a sample changes with the other samples in its batch (batch statistics, "
                 "e.g. a custom normalisation over the batch, or layers mixing samples). Attribution evaluates many "

@@ -332,8 +332,8 @@ class PathIntegrator:
                     self.chunk_points, self._strategy = tuning.choice()
         if integrals is None:
             raise NonFiniteError("nothing was integrated: the batch is empty")
-        if readout is not None:
-            integrals = readout.project(integrals, self.outputs)
+        # checked before the projection: over the readout's H inputs, not the K outputs (the projection of
+        # finite integrals by finite weights is finite)
         finite = torch.isfinite(integrals).flatten(1).all(dim=1)
         if not bool(finite.all()):
             bad = int(torch.nonzero(~finite)[0]) + first_index
@@ -341,6 +341,8 @@ class PathIntegrator:
                 f"the gradients of sample {bad} are not finite (NaN or Inf) somewhere on its {path.description}; "
                 "check the model for divisions by zero, log of zero or overflow in its dtype"
             )
+        if readout is not None:
+            integrals = readout.project(integrals, self.outputs)
         return path.finish(integrals, squares)
 
 

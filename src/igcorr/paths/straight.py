@@ -147,7 +147,8 @@ class StraightPath(Path):
                 input_scores = input_scores.gather(1, self.choice.unsqueeze(1))
             baseline_predictions = torch.zeros_like(predictions).index_add_(0, pair_sample, flat_scores)
             predictions = input_scores
-        integrals = integrals / n_baselines
+        if n_baselines != 1:  # (the integrator's own tensor, possibly K·D per sample: divided in place)
+            integrals = integrals.div_(n_baselines)
         baseline_predictions = baseline_predictions / n_baselines
         variance = None
         if squares is not None:
