@@ -390,3 +390,45 @@ def test_conflicting_and_invalid_arguments_are_refused():
                                   estimator="quadrature", path=None, map_tolerance=0.01) == AutoRule(0.01)
     assert isinstance(estimator_from_options(n_steps=None, method="shifted", tolerance=None, max_steps=1025,
                                              estimator="quadrature", path=None), ShiftedGrid)
+
+
+# ----------------------------------------------------------------------------------------- command line
+CLI_STUDY = """
+import torch
+from torch import nn
+
+def build_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+
+def build_data():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(80, 6, dtype=torch.float64, generator=generator)
+    return x, x[:, :2] + 0.3 * torch.randn(80, 2, dtype=torch.float64, generator=generator)
+"""
+
+
+def test_igcorr_run_takes_a_map_tolerance(tmp_path, monkeypatch, capsys):
+    from igcorr.cli import main
+
+    (tmp_path / "tolerance_study.py").write_text(CLI_STUDY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        out = tmp_path / "out"
+        common = ["run", "--model", "tolerance_study:build_model", "--data", "tolerance_study:build_data",
+                  "--baselines", "shared:4", "--no-progress"]
+        assert main(common + ["--map-tolerance", "0.02", "--out", str(out)]) == 0
+        parameters = igcorr.load(out / "result.npz").metadata["parameters"]
+        assert parameters["estimator"] == "auto" and parameters["map_tolerance"] == 0.02
+        assert 0 < parameters["checked_map_error"]
+        # from a config file too, and refused next to the options that choose by hand (a one-line error)
+        config = tmp_path / "study.toml"
+        config.write_text(f'map_tolerance = 0.02\nout = "{tmp_path / "from_config"}"\n')
+        assert main(common + ["--config", str(config)]) == 0
+        assert igcorr.load(tmp_path / "from_config" / "result.npz").metadata["parameters"]["n_steps"] == \
+            parameters["n_steps"]
+        capsys.readouterr()
+        assert main(common + ["--map-tolerance", "0.02", "--steps", "8", "--out", str(tmp_path / "refused")]) == 2
+        assert "map_tolerance chooses" in capsys.readouterr().err
+    finally:
+        sys.modules.pop("tolerance_study", None)

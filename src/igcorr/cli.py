@@ -24,7 +24,8 @@ METHODS = {"igc": "IGC", "igac": "IGaC", "ig-moments": "IGMoments", "naive-corre
 
 #: options of ``igcorr run`` that a config file may set, with their types
 RUN_OPTIONS = {"model": str, "weights": str, "data": str, "method": str, "baselines": str, "steps": int,
-               "quadrature": str, "tolerance": float, "max_steps": int, "estimator": str, "outputs": str,
+               "quadrature": str, "tolerance": float, "map_tolerance": float, "max_steps": int, "estimator": str,
+               "outputs": str,
                "score": str, "batch_size": int, "seed": int, "regions": str, "mask": str, "permutations": int,
                "bootstrap": int, "checkpoint": str, "checkpoint_every": float, "out": str,
                "model_args": dict, "data_args": dict, "output": str, "attributed": str, "embedding": str,
@@ -94,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--steps", type=int, help="quadrature nodes per path (start value with --tolerance)")
     run.add_argument("--quadrature", help="trapezoid, riemann_left, riemann_right, riemann_middle, gausslegendre")
     run.add_argument("--tolerance", type=float, help="adaptive quadrature: completeness tolerance")
-    run.add_argument("--max-steps", type=int, help="adaptive quadrature: most nodes per path")
+    run.add_argument("--map-tolerance", type=float,
+                     help="relative L2 error accepted on the dataset map, e.g. 0.01: igcorr chooses the rule and the "
+                          "nodes per path from a pilot on the data and checks the error at the end (instead of "
+                          "--steps, --quadrature, --tolerance and --estimator)")
+    run.add_argument("--max-steps", type=int, help="adaptive quadrature and --map-tolerance: most nodes per path")
     run.add_argument("--estimator", choices=["quadrature", "montecarlo"])
     run.add_argument("--outputs", help="comma-separated output indices such as 0,2,5 (default: all)")
     run.add_argument("--score", choices=["output", "softmax", "log_softmax"], help="attributed score")
@@ -452,7 +457,7 @@ def command_run(args: argparse.Namespace) -> int:
     wanted = {
         "baselines": baselines,
         "n_steps": options.get("steps"), "method": options.get("quadrature"), "tolerance": options.get("tolerance"),
-        "max_steps": options.get("max_steps"), "estimator": options.get("estimator"), "outputs": outputs,
+        "map_tolerance": options.get("map_tolerance"), "max_steps": options.get("max_steps"), "estimator": options.get("estimator"), "outputs": outputs,
         "batch_size": options.get("batch_size"), "seed": options.get("seed"),
         "permutations": options.get("permutations"), "bootstrap": options.get("bootstrap"),
         "regions": regions if options.get("permutations") or options.get("bootstrap") else None,
