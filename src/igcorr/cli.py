@@ -457,7 +457,8 @@ def command_run(args: argparse.Namespace) -> int:
     wanted = {
         "baselines": baselines,
         "n_steps": options.get("steps"), "method": options.get("quadrature"), "tolerance": options.get("tolerance"),
-        "map_tolerance": options.get("map_tolerance"), "max_steps": options.get("max_steps"), "estimator": options.get("estimator"), "outputs": outputs,
+        "map_tolerance": options.get("map_tolerance"), "max_steps": options.get("max_steps"),
+        "estimator": options.get("estimator"), "outputs": outputs,
         "batch_size": options.get("batch_size"), "seed": options.get("seed"),
         "permutations": options.get("permutations"), "bootstrap": options.get("bootstrap"),
         "regions": regions if options.get("permutations") or options.get("bootstrap") else None,
