@@ -506,51 +506,59 @@ class _Planner:
         return sorted(s for s, error in errors.items() if max(error, fitted.get(s, 0.0)) <= self.target)
 
     def choose(self) -> tuple[str, int]:
-        """The family and node count: the family predicted to need fewer nodes (from its 2-node error and its
-        usual exponent) is refined first; the other is refined too if it is predicted to beat the result."""
-        starts = {"shifted": self.errors["shifted"][AUTO_START_STEPS], "riemann_middle": self.midpoint_start}
-        predicted = {family: _node_grid(AUTO_START_STEPS * (error / self.target)
-                                        ** (1.0 / AUTO_FIRST_EXPONENT[family]), family)
-                     if np.isfinite(error) else math.inf for family, error in starts.items()}
-        order = sorted(FAMILIES, key=lambda name: (predicted[name], name != "shifted"))
-        best: tuple[int, str] | None = None
-        n_run = self.pilot.n_samples - len(self.pilot_rows)
-        for family in order:
-            if best is not None:
-                # the other family is measured only below the grid found, and only if what it may save on the
-                # run exceeds what measuring it costs on the pilot (3 or 2 integrals per pilot sample)
-                measuring = (3 if family == "riemann_middle" else 2) * predicted[family] * len(self.pilot_rows)
-                if predicted[family] >= best[0] or (best[0] - predicted[family]) * n_run <= measuring:
-                    break
-            found = self._refine(family, predicted[family], AUTO_MAX_LEVELS if best is None else 2,
-                                 below=None if best is None else best[0])
-            if found is not None and (best is None or (found, family != "shifted") < (best[0], best[1] != "shifted")):
-                best = (found, family)
+        """The family and node count, best first: the grid measured next is the smallest either family
+        predicts (the midpoint rule's first from its 2-node error and usual exponent, then each family's next
+        from how its error fell); once a grid passes, only smaller grids are measured, and only where what they
+        may save on the run exceeds what measuring them costs on the pilot (3 or 2 integrals per pilot sample).
+        On a tie the shifted grid is preferred (its estimate does not rest on the systematic factor)."""
+        n_pilot, n_run = len(self.pilot_rows), self.pilot.n_samples - len(self.pilot_rows)
+        start = self.midpoint_start
+        pending: dict[str, int | None] = {
+            "riemann_middle": int(min(max(_node_grid(AUTO_START_STEPS * (start / self.target) ** (
+                1.0 / AUTO_FIRST_EXPONENT["riemann_middle"]), "riemann_middle"), AUTO_START_STEPS + 1),
+                self.max_steps)) if np.isfinite(start) else None,
+            "shifted": self._next("shifted", AUTO_START_STEPS)}
+        for _ in range(2 * AUTO_MAX_LEVELS):
+            best = self._best()
+            options = []
+            for family, steps in pending.items():
+                if steps is None or steps in self.errors[family]:
+                    continue
+                cost = (3 if family == "riemann_middle" else 2) * steps * n_pilot
+                if best is not None and (steps >= best[0] or (best[0] - steps) * n_run <= cost):
+                    continue
+                options.append((steps, family != "shifted", family))
+            if not options:
+                break
+            steps, _, family = min(options)
+            self.errors[family][steps] = self.error(family, self.level(family, steps), bound=True)
+            pending[family] = self._next(family, steps)
+            best = self._best()
+            for name, levels in self.levels.items():  # keep the integrals of the grid that would be chosen
+                for size, level in levels.items():
+                    if level is not self.first and (best is None or (size, name) != best):
+                        level.cache = {}
+        best = self._best()
         if best is not None:
             return best[1], best[0]
-        family = order[0]
-        return family, max(self.errors[family])
+        # none passed: the family whose largest grid came closest, at that grid
+        largest = {family: max(errors) for family, errors in self.errors.items() if errors}
+        family = min(largest, key=lambda name: (self.errors[name][largest[name]], name != "shifted"))
+        return family, largest[family]
 
-    def _refine(self, family: str, predicted: float, max_levels: int, below: int | None = None) -> int | None:
-        """Measure grids of one family until the cheapest under the target is found; its node count (None if
-        none passed). With ``below``, grids of that many nodes or more are not measured."""
-        if family == "shifted":
-            steps = AUTO_START_STEPS
-        else:
-            steps = int(min(max(predicted, AUTO_START_STEPS + 1), self.max_steps))
-            self.errors[family][steps] = self.error(family, self.level(family, steps), bound=True)
-        for _ in range(max_levels):
-            passing = self.passing(family)
-            for s, level in self.levels[family].items():  # keep the integrals of grids that may still be chosen
-                if s not in passing[:1] and s != steps and level is not self.first:
-                    level.cache = {}
-            steps = _next_steps(self.errors[family], steps, self.target, passing, self.max_steps,
-                                self.pilot.n_samples, len(self.pilot_rows), family)
-            if steps is None or (below is not None and steps >= below):
-                break
-            self.errors[family][steps] = self.error(family, self.level(family, steps), bound=True)
-        passing = self.passing(family)
-        return passing[0] if passing else None
+    def _best(self) -> tuple[int, str] | None:
+        """The cheapest passing grid over both families (shifted first on a tie), or None."""
+        found = [(passing[0], family != "shifted", family) for family in FAMILIES
+                 for passing in [self.passing(family)] if passing]
+        if not found:
+            return None
+        steps, _, family = min(found)
+        return steps, family
+
+    def _next(self, family: str, steps: int) -> int | None:
+        """The grid of a family to measure after ``steps`` (see :func:`_next_steps`)."""
+        return _next_steps(self.errors[family], steps, self.target, self.passing(family), self.max_steps,
+                           self.pilot.n_samples, len(self.pilot_rows), family)
 
 
 def _next_steps(errors: dict[int, float], steps: int, target: float, passing: list[int], max_steps: int,
