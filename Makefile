@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.igcorr-installed
 DOCS_STAMP := $(VENV)/.igcorr-docs-installed
 
-.PHONY: install test demo bench docs clean
+.PHONY: install test demo bench bench-accuracy docs clean
 
 install: $(STAMP)
 
@@ -29,6 +29,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_igc.py --workloads W1 --steps 64 --reference-steps 96 --no-variants --out benchmarks/results/w1
 	$(PY) benchmarks/bench_igc.py --workloads W2 --steps 64 --reference-steps 256 --out benchmarks/results/w2
 	$(PY) benchmarks/bench_igc.py --workloads W3 --steps 4 --reference-steps 16 --out benchmarks/results/w3
+	$(MAKE) bench-accuracy
+
+# the accuracy table (map_tolerance against Captum and igcorr's fixed rules, docs/speed.md): about 15 minutes
+# on 2 cores; W1 at the issue's 128 images
+bench-accuracy: $(STAMP)
+	$(PY) benchmarks/bench_igc.py --workloads W1 --scale 0.25 --map-tolerance 0.01 --reference-steps 128 --out benchmarks/results/accuracy-w1
+	$(PY) benchmarks/bench_igc.py --workloads W2 --scale 1.0 --map-tolerance 0.01 --reference-steps 256 --out benchmarks/results/accuracy-w2
 
 # the documentation site, built offline into site/ (the docs extra: mkdocs, mkdocstrings)
 $(DOCS_STAMP): $(STAMP) pyproject.toml

@@ -352,16 +352,17 @@ class AutoRule(Estimator):
     * the midpoint rule, whose per-path errors are smallest at kinks (ReLU networks) but fixed: over the
       samples they cancel only as far as they are unrelated to the map's weights. A pilot measures each
       sample's error (against the nested rule with three times the nodes) and extrapolates the sum of their
-      squares to the N samples; the part that does not cancel is measured on the first grids, against an
-      unbiased reference, and the estimate is multiplied by the factor it adds (one standard error included);
+      squares to the N samples; the part that does not cancel is estimated from the same samples' weighted
+      errors (the squared mean against the mean square), and the estimate is multiplied by the factor it adds;
     * shifted grids (:class:`ShiftedGrid`), whose errors have mean zero by construction: each sample's variance
       is half the squared difference of two independent draws, and the map's error is the root of their sum.
 
     Errors are weighted as the method weights the sample in the map (IGC: centred target over σ_y σ_ŷ) and
     divided by the map's norm estimated from the same samples. The pilot samples are drawn with the seed,
-    stratified by their weight when the data are in memory. Starting from 2 nodes, the family predicted to be
-    cheaper is refined until a grid is estimated under 80 % of the tolerance (one standard error added); the
-    next size is predicted from how the error fell so far. That grid is used for every sample and the pilot's
+    stratified by their weight when the data are in memory. Both families are measured at 2 nodes first; then
+    the smallest grid either family predicts is measured next (from how its error fell so far), until one is
+    estimated under 80 % of the tolerance (one standard error of the pilot's mean added) and no smaller grid
+    of the other family may save more than measuring it costs. That grid is used for every sample and the pilot's
     integrals on it are reused. Then ``check_samples`` other samples are measured on it; after the stream, with
     the run's own normalisation and map, they and the pilot give ``Result.diagnostics["map_error_estimate"]``
     (per output) and ``metadata["parameters"]["checked_map_error"]``, with a warning above the tolerance.
@@ -371,7 +372,7 @@ class AutoRule(Estimator):
     map_tolerance : float
         Acceptable relative L2 error of the dataset map, in (0, 1) (0.01: 1 %).
     pilot_samples : int, optional
-        Samples the choice is made on (default N/16, between 8 and 32).
+        Samples the choice is made on (default N/16, between 12 and 32).
     check_samples : int, optional
         Other samples for the final check (default N/32, between 4 and 16).
     max_steps : int
