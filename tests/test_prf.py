@@ -217,6 +217,23 @@ def test_batches_of_many_outputs_hold_enough_path_points():
     assert small == 1 and per_sample <= 2**30 - 100 * 2**20 - 3 * 8 * 10_000 * 1024 - 32 * 2**20
     # few outputs: many points per batch already, nothing changes
     assert DatasetRun._batch_size(budget, 3, (1024,), spec, probe, 64, 2**20) == 256
+    # the correlation reducer alone folds batches in block by block: one float64 copy and a bool per value
+    lean = 9 * 10_000 * 1024 + 3 * 1024 * 8
+    assert DatasetRun._batch_size(budget, 10_000, (1024,), spec, probe, 16, 200 * 2**20,
+                                  block_wise=True) == 2**30 // lean
+
+
+def test_a_state_that_fits_beside_one_sample_stays_in_memory():
+    from igcorr.baselines import Constant
+    from igcorr.dataset.run import _maps_belong_on_disk
+    from igcorr.paths.budget import MemoryBudget
+
+    probe = torch.zeros(1, 1024, dtype=torch.float32)
+    budget = MemoryBudget(4 * 2**30)
+    # 100,000 voxels × 1,024 pixels: the state is 2.29 GiB and one sample 0.76 GiB per float64 copy, so the
+    # block-wise correlation update (one copy) fits in 4 GiB, with a second copy it does not
+    assert not _maps_belong_on_disk(budget, 100_000, (1024,), Constant(0.0), probe, 64 * 2**20, block_wise=True)
+    assert _maps_belong_on_disk(budget, 100_000, (1024,), Constant(0.0), probe, 64 * 2**20, block_wise=False)
 
 
 class RootCore(nn.Module):

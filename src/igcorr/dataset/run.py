@@ -55,10 +55,12 @@ _MAX_DEFAULT_BATCH = 256
 #: batch of one or two samples gives the path integrals chunks too short to amortise their forward and
 #: backward passes
 _BATCH_POINTS = 512
-#: bytes per attributed value that a batch holds at once (measured): two float64 copies (the integrator's sums,
-#: projected through the readout, and the per-sample averages the path hands on, or the finiteness check's
-#: temporary) and a boolean
-_BYTES_PER_ATTRIBUTION = 2 * 8 + 1
+#: bytes per attributed value that a batch holds at once (measured): the float64 attributions (the integrator's
+#: sums, projected through the readout and averaged over the paths in place) and a boolean (the finiteness check)
+_BYTES_PER_ATTRIBUTION = 8 + 1
+#: float64 copies of a batch's attributions that reducers other than the block-wise correlation reducer may make
+#: while they fold a batch in (squares, weighted copies, Monte-Carlo variances)
+_REDUCER_COPIES = 1
 
 
 def _disk_working_bytes(budget: MemoryBudget) -> int:
@@ -205,11 +207,13 @@ class DatasetRun:
             # some reducers need (the t-test's thresholds)
             disk = callable(getattr(make_reducer(selected), "store_maps_on_disk", None)) and not isinstance(
                 estimator, MonteCarlo)
+            # the correlation reducer alone folds a batch in block by block, without copies of its attributions
+            block_wise = disk and not (inference is not None and inference.active)
             if options.batch_size is None:
                 source.batch_size = self._batch_size(integrator.budget, len(selected), x_shape, spec, probe,
                                                      _points_per_sample(estimator, spec),
                                                      _chunk_bytes(integrator, probe, probe_extras, len(selected)),
-                                                     map_shape, disk)
+                                                     map_shape, disk, block_wise)
             seed = int(options.seed)
             spec.prepare(x_shape, source, seed)
             setup = RunSetup(adapter, integrator, output_index, n_model_outputs, seed, spec, probe, probe_extras,
@@ -247,7 +251,7 @@ class DatasetRun:
                 integrator.budget, estimator, plan, len(selected), map_shape, spec, disk=disk,
                 prefer_disk=options.batch_size is None and _maps_belong_on_disk(
                     integrator.budget, len(selected), x_shape, spec, probe,
-                    _chunk_bytes(integrator, probe, probe_extras, len(selected)), map_shape))
+                    _chunk_bytes(integrator, probe, probe_extras, len(selected)), map_shape, block_wise))
             if plan is not None and plan.permutations:
                 plan.prepare(map_shape, all_targets(source, n_model_outputs, selected).to(probe.device))
             describe_baselines = spec.describe()
@@ -336,11 +340,10 @@ class DatasetRun:
     def _batch_size(budget: MemoryBudget, n_outputs: int, x_shape: tuple[int, ...],
                     spec: baseline_forms.BaselineSpec, probe: torch.Tensor, points_per_sample: int | None = None,
                     chunk_bytes: int | None = None, map_shape: tuple[int, ...] | None = None,
-                    disk: bool = False) -> int:
-        """Samples per batch such that the batch's attributions (two float64 copies and a boolean: the
-        integrator's sums, or their projection through a linear readout, and the per-sample averages or the
-        finiteness check) and its baselines (Monte-Carlo draws included, with the temporaries of drawing them)
-        fit their share of the budget.
+                    disk: bool = False, block_wise: bool = False) -> int:
+        """Samples per batch such that the batch's attributions (see :func:`_per_sample_bytes`: one float64
+        copy and a boolean, and one more copy unless ``block_wise``) and its baselines (Monte-Carlo draws
+        included, with the temporaries of drawing them) fit their share of the budget.
 
         The room is a quarter of the budget, or what the path integrator's largest chunk (``chunk_bytes``) and
         the maps' state leave if that is more (with the state on disk, which the reducer allows when ``disk``,
@@ -352,11 +355,12 @@ class DatasetRun:
         integrals run over the readout's H inputs only: a batch sized by the 128 MiB alone would hold one or
         two samples, whose paths are too short for chunks that amortise the passes through the model.
         """
-        per_sample = _per_sample_bytes(n_outputs, x_shape, spec, probe)
+        per_sample = _per_sample_bytes(n_outputs, x_shape, spec, probe, block_wise)
         room = budget.fraction(_BATCH_SHARE).bytes
         if chunk_bytes is not None:
             features = max(1, int(np.prod(map_shape or x_shape, dtype=np.int64)))
-            on_disk = disk and _maps_belong_on_disk(budget, n_outputs, x_shape, spec, probe, chunk_bytes, map_shape)
+            on_disk = disk and _maps_belong_on_disk(budget, n_outputs, x_shape, spec, probe, chunk_bytes, map_shape,
+                                                    block_wise)
             kept = _disk_working_bytes(budget) if on_disk else 3 * 8 * n_outputs * features + BLOCK_BYTES
             room = _batch_room(budget, chunk_bytes, kept)
         wanted = _BATCH_BYTES
@@ -371,12 +375,15 @@ class DatasetRun:
 
 
 def _per_sample_bytes(n_outputs: int, x_shape: tuple[int, ...], spec: baseline_forms.BaselineSpec,
-                      probe: torch.Tensor) -> int:
-    """Memory of one sample in a batch: its attributions (``_BYTES_PER_ATTRIBUTION`` bytes per value) and its
-    baselines (Monte-Carlo draws included, with the temporaries of drawing them)."""
+                      probe: torch.Tensor, block_wise: bool = False) -> int:
+    """Memory of one sample in a batch: its attributions (``_BYTES_PER_ATTRIBUTION`` bytes per value, and
+    ``_REDUCER_COPIES`` float64 copies unless ``block_wise``: the correlation reducer alone, which folds a batch
+    in block by block of outputs) and its baselines (Monte-Carlo draws included, with the temporaries of
+    drawing them)."""
     features = max(1, int(np.prod(x_shape, dtype=np.int64)))
     draws = int(getattr(spec, "count", 1))
-    return _BYTES_PER_ATTRIBUTION * n_outputs * features + 3 * draws * features * max(probe.element_size(), 8)
+    per_value = _BYTES_PER_ATTRIBUTION + (0 if block_wise else 8 * _REDUCER_COPIES)
+    return per_value * n_outputs * features + 3 * draws * features * max(probe.element_size(), 8)
 
 
 def _batch_room(budget: MemoryBudget, chunk_bytes: int, kept: int) -> int:
@@ -388,15 +395,15 @@ def _batch_room(budget: MemoryBudget, chunk_bytes: int, kept: int) -> int:
 
 def _maps_belong_on_disk(budget: MemoryBudget, n_outputs: int, x_shape: tuple[int, ...],
                          spec: baseline_forms.BaselineSpec, probe: torch.Tensor, chunk_bytes: int,
-                         map_shape: tuple[int, ...] | None = None) -> bool:
+                         map_shape: tuple[int, ...] | None = None, block_wise: bool = False) -> bool:
     """Whether the maps' K·D state should go to disk: it does not fit the budget, or it fits but leaves no room
     for one sample's attributions, which the state's absence would leave (many outputs behind a readout: the
-    state is 3·K·D and one sample's buffers 2·K·D float64 values)."""
+    state is 3·K·D float64 values and one sample's buffers one or two K·D copies)."""
     features = max(1, int(np.prod(map_shape or x_shape, dtype=np.int64)))
     state = 3 * 8 * n_outputs * features
     if state > budget.bytes:
         return True
-    per_sample = _per_sample_bytes(n_outputs, x_shape, spec, probe)
+    per_sample = _per_sample_bytes(n_outputs, x_shape, spec, probe, block_wise)
     return (_batch_room(budget, chunk_bytes, state + BLOCK_BYTES) < per_sample
             <= _batch_room(budget, chunk_bytes, _disk_working_bytes(budget)))
 
