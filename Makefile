@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.igcorr-installed
 DOCS_STAMP := $(VENV)/.igcorr-docs-installed
 
-.PHONY: install test demo bench bench-accuracy docs clean
+.PHONY: install test demo bench bench-accuracy bench-voxels docs clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ bench: $(STAMP)
 bench-accuracy: $(STAMP)
 	$(PY) benchmarks/bench_igc.py --workloads W1 --scale 0.25 --map-tolerance 0.01 --reference-steps 128 --out benchmarks/results/accuracy-w1
 	$(PY) benchmarks/bench_igc.py --workloads W2 --scale 1.0 --map-tolerance 0.01 --reference-steps 256 --out benchmarks/results/accuracy-w2
+
+# IGC at 10,000 and 100,000 voxels, each in a fresh process: time, peak memory, budget (docs/prf.md); about
+# 10 minutes on 2 cores
+bench-voxels: $(STAMP)
+	$(PY) benchmarks/bench_voxels.py --out benchmarks/results/voxels.json
 
 # the documentation site, built offline into site/ (the docs extra: mkdocs, mkdocstrings)
 $(DOCS_STAMP): $(STAMP) pyproject.toml

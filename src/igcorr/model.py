@@ -70,12 +70,16 @@ class Readout:
     def width(self) -> int:
         return self.layer.in_features
 
-    def project(self, integrals: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-        """Map integrals over the readout's H inputs (n, H, D) to the selected outputs (n, K, D)."""
+    def projection(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The readout's weights of the selected outputs (K, H), float64, checked to be finite."""
         projection = self.layer.weight.detach()[outputs].to(torch.float64)
         if not bool(torch.isfinite(projection).all()):
             raise ModelError(f"the weights of the readout layer {self.name!r} hold NaN or infinite values")
-        return torch.einsum("kh,nhd->nkd", projection, integrals)
+        return projection
+
+    def project(self, integrals: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+        """Map integrals over the readout's H inputs (n, H, D) to the selected outputs (n, K, D)."""
+        return torch.einsum("kh,nhd->nkd", self.projection(outputs), integrals)
 
 
 def model_device_dtype(model: Any) -> tuple[torch.device | None, torch.dtype | None]:

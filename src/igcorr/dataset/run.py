@@ -30,12 +30,12 @@ from igcorr import distributed
 from igcorr._validation import check_bool, check_optional_positive_int, check_seed
 from igcorr.data import Batch, DataSource
 from igcorr.dataset.checkpoint import DEFAULT_EVERY_SECONDS, Checkpoint, DataDigest, model_fingerprint
-from igcorr.dataset.estimators import Estimator, MonteCarlo, RunSetup, SampleReader
+from igcorr.dataset.estimators import Estimator, FixedRule, MonteCarlo, RunSetup, SampleReader
 from igcorr.dataset.targets import all_targets, encode_targets
 from igcorr.errors import InputError, ShapeError
 from igcorr.inputs import InputLayout, choose_layout
 from igcorr.model import ModelAdapter, resolve_outputs
-from igcorr.paths.budget import MemoryBudget
+from igcorr.paths.budget import CHUNK_CANDIDATES, MemoryBudget
 from igcorr.paths.integrator import PathIntegrator
 from igcorr.reducers import Reducer, SampleBatch
 from igcorr.reducers.base import Computed
@@ -61,6 +61,10 @@ _BYTES_PER_ATTRIBUTION = 8 + 1
 #: float64 copies of a batch's attributions that reducers other than the block-wise correlation reducer may make
 #: while they fold a batch in (squares, weighted copies, Monte-Carlo variances)
 _REDUCER_COPIES = 1
+#: bytes per output that a batch holds per sample beside its attributions: targets, predictions and baseline
+#: predictions, and the temporaries of their co-moments and completeness residuals (about 120 at 100,000 outputs,
+#: from the peak of a run that did not count them)
+_BYTES_PER_OUTPUT = 160
 
 
 def _disk_working_bytes(budget: MemoryBudget) -> int:
@@ -209,11 +213,18 @@ class DatasetRun:
                 estimator, MonteCarlo)
             # the correlation reducer alone folds a batch in block by block, without copies of its attributions
             block_wise = disk and not (inference is not None and inference.active)
+            # and, behind a linear readout, projects the integrals over the readout's inputs one block of outputs
+            # at a time: a batch then holds H·D values per sample instead of K·D (fixed rules on plain inputs)
+            integrator.defer_projection = (
+                block_wise and integrator.readout is not None and type(estimator) is FixedRule
+                and getattr(make_reducer(selected), "projects_readout", False)
+                and type(layout).reduce is InputLayout.reduce)
+            held = integrator.readout.width if integrator.defer_projection else None
             if options.batch_size is None:
                 source.batch_size = self._batch_size(integrator.budget, len(selected), x_shape, spec, probe,
                                                      _points_per_sample(estimator, spec),
                                                      _chunk_bytes(integrator, probe, probe_extras, len(selected)),
-                                                     map_shape, disk, block_wise)
+                                                     map_shape, disk, block_wise, held)
             seed = int(options.seed)
             spec.prepare(x_shape, source, seed)
             setup = RunSetup(adapter, integrator, output_index, n_model_outputs, seed, spec, probe, probe_extras,
@@ -242,16 +253,25 @@ class DatasetRun:
                     baseline_predictions=None if integrals is None else integrals.baseline_predictions,
                     attribution_variance=None if integrals is None else integrals.attribution_variance,
                     steps=None if integrals is None else integrals.steps,
+                    projection=None if integrals is None else integrals.projection,
                 )
 
             plan = inference if inference is not None and inference.active else None
             if plan is not None:
                 plan.prepare(map_shape, None)
+            batch_samples = min(source.batch_size, len(source)) if source.has_length else source.batch_size
+            beside_state = _room_beside_state(integrator.budget, len(selected), map_shape, batch_samples,
+                                              _per_sample_bytes(len(selected), x_shape, spec, probe,
+                                                                block_wise, held))
+            smallest_chunk = min(CHUNK_CANDIDATES[0], integrator.chunk_points) * integrator.bytes_per_point(
+                probe, integrator.readout.width if integrator.readout is not None else len(selected), probe_extras)
             maps_on_disk = self._check_state_memory(
                 integrator.budget, estimator, plan, len(selected), map_shape, spec, disk=disk,
-                prefer_disk=options.batch_size is None and _maps_belong_on_disk(
+                prefer_disk=options.batch_size is None and (beside_state < smallest_chunk or _maps_belong_on_disk(
                     integrator.budget, len(selected), x_shape, spec, probe,
-                    _chunk_bytes(integrator, probe, probe_extras, len(selected)), map_shape, block_wise))
+                    _chunk_bytes(integrator, probe, probe_extras, len(selected)), map_shape, block_wise, held)))
+            if disk and not maps_on_disk and beside_state >= smallest_chunk:
+                integrator.limit_chunks(MemoryBudget(beside_state), probe, probe_extras)
             if plan is not None and plan.permutations:
                 plan.prepare(map_shape, all_targets(source, n_model_outputs, selected).to(probe.device))
             describe_baselines = spec.describe()
@@ -313,8 +333,9 @@ class DatasetRun:
         permutation and bootstrap accumulators.
 
         The maps' K·D state goes to disk (when the reducer can keep it there, ``disk``) if it does not fit the
-        budget, or if it fits but leaves no room for one sample's attributions (``prefer_disk``, see
-        :func:`_maps_belong_on_disk`); then only what stays in memory is counted: the blocks of outputs being
+        budget, or if it fits but leaves no room for one sample's attributions or for the smallest chunk of path
+        points beside the batch (``prefer_disk``, see :func:`_maps_belong_on_disk` and :func:`_room_beside_state`);
+        then only what stays in memory is counted: the blocks of outputs being
         updated and the inference accumulators. Returns whether the maps are stored on disk.
         """
         features = max(1, int(np.prod(map_shape, dtype=np.int64)))
@@ -340,10 +361,12 @@ class DatasetRun:
     def _batch_size(budget: MemoryBudget, n_outputs: int, x_shape: tuple[int, ...],
                     spec: baseline_forms.BaselineSpec, probe: torch.Tensor, points_per_sample: int | None = None,
                     chunk_bytes: int | None = None, map_shape: tuple[int, ...] | None = None,
-                    disk: bool = False, block_wise: bool = False) -> int:
+                    disk: bool = False, block_wise: bool = False, held_outputs: int | None = None) -> int:
         """Samples per batch such that the batch's attributions (see :func:`_per_sample_bytes`: one float64
         copy and a boolean, and one more copy unless ``block_wise``) and its baselines (Monte-Carlo draws
-        included, with the temporaries of drawing them) fit their share of the budget.
+        included, with the temporaries of drawing them) fit their share of the budget. ``held_outputs`` is the
+        number of columns a sample's attributions hold when it is not ``n_outputs`` (the readout's width, when the
+        reducer projects them block by block of outputs).
 
         The room is a quarter of the budget, or what the path integrator's largest chunk (``chunk_bytes``) and
         the maps' state leave if that is more (with the state on disk, which the reducer allows when ``disk``,
@@ -355,12 +378,12 @@ class DatasetRun:
         integrals run over the readout's H inputs only: a batch sized by the 128 MiB alone would hold one or
         two samples, whose paths are too short for chunks that amortise the passes through the model.
         """
-        per_sample = _per_sample_bytes(n_outputs, x_shape, spec, probe, block_wise)
+        per_sample = _per_sample_bytes(n_outputs, x_shape, spec, probe, block_wise, held_outputs)
         room = budget.fraction(_BATCH_SHARE).bytes
         if chunk_bytes is not None:
             features = max(1, int(np.prod(map_shape or x_shape, dtype=np.int64)))
             on_disk = disk and _maps_belong_on_disk(budget, n_outputs, x_shape, spec, probe, chunk_bytes, map_shape,
-                                                    block_wise)
+                                                    block_wise, held_outputs)
             kept = _disk_working_bytes(budget) if on_disk else 3 * 8 * n_outputs * features + BLOCK_BYTES
             room = _batch_room(budget, chunk_bytes, kept)
         wanted = _BATCH_BYTES
@@ -375,15 +398,17 @@ class DatasetRun:
 
 
 def _per_sample_bytes(n_outputs: int, x_shape: tuple[int, ...], spec: baseline_forms.BaselineSpec,
-                      probe: torch.Tensor, block_wise: bool = False) -> int:
-    """Memory of one sample in a batch: its attributions (``_BYTES_PER_ATTRIBUTION`` bytes per value, and
-    ``_REDUCER_COPIES`` float64 copies unless ``block_wise``: the correlation reducer alone, which folds a batch
-    in block by block of outputs) and its baselines (Monte-Carlo draws included, with the temporaries of
-    drawing them)."""
+                      probe: torch.Tensor, block_wise: bool = False, held_outputs: int | None = None) -> int:
+    """Memory of one sample in a batch: its attributions (``_BYTES_PER_ATTRIBUTION`` bytes per value of its
+    ``held_outputs`` columns, by default the ``n_outputs``, and ``_REDUCER_COPIES`` float64 copies unless
+    ``block_wise``: the correlation reducer alone, which folds a batch in block by block of outputs), its
+    per-output scalars (``_BYTES_PER_OUTPUT``) and its baselines (Monte-Carlo draws included, with the
+    temporaries of drawing them)."""
     features = max(1, int(np.prod(x_shape, dtype=np.int64)))
     draws = int(getattr(spec, "count", 1))
     per_value = _BYTES_PER_ATTRIBUTION + (0 if block_wise else 8 * _REDUCER_COPIES)
-    return per_value * n_outputs * features + 3 * draws * features * max(probe.element_size(), 8)
+    return (per_value * (held_outputs or n_outputs) * features + _BYTES_PER_OUTPUT * n_outputs
+            + 3 * draws * features * max(probe.element_size(), 8))
 
 
 def _batch_room(budget: MemoryBudget, chunk_bytes: int, kept: int) -> int:
@@ -395,17 +420,29 @@ def _batch_room(budget: MemoryBudget, chunk_bytes: int, kept: int) -> int:
 
 def _maps_belong_on_disk(budget: MemoryBudget, n_outputs: int, x_shape: tuple[int, ...],
                          spec: baseline_forms.BaselineSpec, probe: torch.Tensor, chunk_bytes: int,
-                         map_shape: tuple[int, ...] | None = None, block_wise: bool = False) -> bool:
+                         map_shape: tuple[int, ...] | None = None, block_wise: bool = False,
+                         held_outputs: int | None = None) -> bool:
     """Whether the maps' K·D state should go to disk: it does not fit the budget, or it fits but leaves no room
     for one sample's attributions, which the state's absence would leave (many outputs behind a readout: the
-    state is 3·K·D float64 values and one sample's buffers one or two K·D copies)."""
+    state is 3·K·D float64 values and one sample's buffers up to two K·D copies). See also
+    :func:`_room_beside_state`."""
     features = max(1, int(np.prod(map_shape or x_shape, dtype=np.int64)))
     state = 3 * 8 * n_outputs * features
     if state > budget.bytes:
         return True
-    per_sample = _per_sample_bytes(n_outputs, x_shape, spec, probe, block_wise)
+    per_sample = _per_sample_bytes(n_outputs, x_shape, spec, probe, block_wise, held_outputs)
     return (_batch_room(budget, chunk_bytes, state + BLOCK_BYTES) < per_sample
             <= _batch_room(budget, chunk_bytes, _disk_working_bytes(budget)))
+
+
+def _room_beside_state(budget: MemoryBudget, n_outputs: int, map_shape: tuple[int, ...], batch_size: int,
+                       per_sample: int) -> int:
+    """Bytes the path integrator's chunks may take beside the maps' K·D state kept in memory (three float64
+    K·D arrays at the end), the update's working block (``BLOCK_BYTES``, or less for small budgets, whose
+    states are small blocks anyway) and one batch."""
+    features = max(1, int(np.prod(map_shape, dtype=np.int64)))
+    return (budget.bytes - 3 * 8 * n_outputs * features - _disk_working_bytes(budget)
+            - int(batch_size) * int(per_sample))
 
 
 def _chunk_bytes(integrator: PathIntegrator, probe: torch.Tensor, extras: dict[str, torch.Tensor],

@@ -230,7 +230,7 @@ class GradPath(Path):
         self.distances = self.flat_distances.reshape(n, n_references, self.steps + 1)
         self.path = None if self.points is None else self.points.reshape(n, n_references, self.steps + 1,
                                                                          *self.x_shape)
-        return PathIntegrals(integrals.div_(n_references).reshape(n, self.n_columns, *self.x_shape),
+        return PathIntegrals(integrals.div_(n_references).reshape(n, integrals.shape[1], *self.x_shape),
                              self.predictions, per_pair.mean(dim=1))
 
 

@@ -20,7 +20,7 @@ import contextlib
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,10 @@ class PathIntegrals:
         Monte-Carlo estimators only: the estimated variance of each attribution (of the mean over the draws).
     steps : Tensor (n,), optional
         Adaptive quadrature only: the number of nodes each sample's paths needed.
+    projection : Tensor (K, H), optional
+        Set when the projection through a linear readout was left to the consumer
+        (:attr:`PathIntegrator.defer_projection`): ``attributions`` are then the integrals over the readout's H
+        inputs (n, H, *shape), and the attributions of output k are Σ_h projection[k, h] · attributions[:, h].
     """
 
     attributions: torch.Tensor
@@ -59,11 +63,14 @@ class PathIntegrals:
     baseline_predictions: torch.Tensor
     attribution_variance: torch.Tensor | None = None
     steps: torch.Tensor | None = None
+    projection: torch.Tensor | None = None
 
     @property
     def completeness_residual(self) -> torch.Tensor:
         """Σ_i IG − (f(x) − mean f(b)), shape (n, K): zero for exact quadrature."""
         total = self.attributions.flatten(start_dim=2).sum(dim=2)
+        if self.projection is not None:
+            total = total @ self.projection.T
         return total - (self.predictions - self.baseline_predictions)
 
 
@@ -155,6 +162,9 @@ class PathIntegrator:
         self.chunk_points = self.fixed_chunk_points or DEFAULT_CHUNK_POINTS
         self.readout: Readout | None = None
         self.outputs: torch.Tensor | None = None
+        #: leave the readout projection to the consumer of the integrals (see PathIntegrals.projection): a dataset
+        #: run whose reducer projects block by block of outputs sets it, so that a sample never holds K·D values
+        self.defer_projection = False
         self._strategy: str | None = None if output_strategy == "auto" else output_strategy
         self._tuning: ChunkTuning | None = None
         self._readout_input: torch.Tensor | None = None
@@ -170,12 +180,26 @@ class PathIntegrator:
         """
         self.outputs = outputs
         self.readout = self.adapter.find_readout(x, len(outputs), extras)
-        width = self.readout.width if self.readout is not None else len(outputs)
+        self._plan_chunks(self.budget.fraction(CHUNK_SHARE), x, extras)
+
+    def limit_chunks(self, room: MemoryBudget, x: torch.Tensor, extras: Extras | None = None) -> None:
+        """Keep the chunks within ``room`` (less than their share of the budget: what a run's state kept in
+        memory leaves); a chunk size the user fixed stays.
+
+        Raises
+        ------
+        InputError
+            If ``room`` cannot hold a single path point.
+        """
+        if self.fixed_chunk_points is None:
+            self._plan_chunks(MemoryBudget(min(room.bytes, self.budget.fraction(CHUNK_SHARE).bytes)), x, extras)
+
+    def _plan_chunks(self, room: MemoryBudget, x: torch.Tensor, extras: Extras | None) -> None:
+        width = self.readout.width if self.readout is not None else len(self.outputs)
         if self.fixed_chunk_points is not None:
             sizes = [self.fixed_chunk_points]
         else:
-            largest = self.budget.fraction(CHUNK_SHARE).count(self.bytes_per_point(x, width, extras),
-                                                              "one path point (activations and gradients)")
+            largest = room.count(self.bytes_per_point(x, width, extras), "one path point (activations and gradients)")
             sizes = [size for size in CHUNK_CANDIDATES if size <= largest] or [largest]
         if self.output_strategy != "auto":
             strategies = [self.output_strategy]
@@ -341,6 +365,8 @@ class PathIntegrator:
                 f"the gradients of sample {bad} are not finite (NaN or Inf) somewhere on its {path.description}; "
                 "check the model for divisions by zero, log of zero or overflow in its dtype"
             )
+        if readout is not None and self.defer_projection and squares is None:
+            return replace(path.finish(integrals, squares), projection=readout.projection(self.outputs))
         if readout is not None:
             integrals = readout.project(integrals, self.outputs)
         return path.finish(integrals, squares)

@@ -154,7 +154,7 @@ class StraightPath(Path):
         if squares is not None:
             spread = (squares / n_baselines - integrals.square()).clamp(min=0)
             variance = (spread / max(n_baselines - 1, 1)).reshape(n, self.n_columns, *self.attribution_shape)
-        return PathIntegrals(integrals.reshape(n, self.n_columns, *self.attribution_shape), predictions,
+        return PathIntegrals(integrals.reshape(n, integrals.shape[1], *self.attribution_shape), predictions,
                              baseline_predictions,
                              attribution_variance=variance)
 

@@ -77,6 +77,10 @@ class SampleBatch:
         Monte-Carlo estimators: the variance of each per-sample attribution estimate.
     steps : Tensor (n,), optional
         Adaptive quadrature: quadrature nodes each sample needed.
+    projection : Tensor (K, H), optional
+        Many outputs behind a linear readout, for reducers that project block by block of outputs
+        (:attr:`Reducer.projects_readout`): ``attributions`` are then (n, H, *x_shape) integrals over the
+        readout's H inputs, and output k's attributions are Σ_h projection[k, h] · attributions[:, h].
     """
 
     indices: torch.Tensor
@@ -87,6 +91,7 @@ class SampleBatch:
     baseline_predictions: torch.Tensor | None = None
     attribution_variance: torch.Tensor | None = None
     steps: torch.Tensor | None = None
+    projection: torch.Tensor | None = None
 
 
 @dataclass
@@ -545,6 +550,10 @@ def _decode(piece: _Piece, value: Any, key: str) -> Any:
 class Reducer(Accumulator):
     """Base class of streaming, mergeable dataset statistics: subclasses declare their state (see the module
     docstring) and write :meth:`update` and :meth:`compute`."""
+
+    #: whether :meth:`update` accepts batches whose attributions are left unprojected through a linear readout
+    #: (:attr:`SampleBatch.projection`)
+    projects_readout = False
 
     def update(self, batch: SampleBatch) -> None:
         """Fold one batch of samples into the state."""

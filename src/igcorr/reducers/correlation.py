@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -143,24 +144,23 @@ class MapMoment(CoMoment):
             if self.on_disk:
                 store.release(rows)
 
-    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        """Add samples: ``a`` (n, K, D) and ``b`` (n, K, 1)."""
+    def update(self, a: torch.Tensor, b: torch.Tensor, projection: torch.Tensor | None = None) -> None:
+        """Add samples: ``a`` (n, K, D) and ``b`` (n, K, 1); with ``projection`` (K, H), ``a`` is (n, H, D) and
+        the outputs' attributions are projection @ a, computed block by block of outputs so that no (n, K, D)
+        array is ever held."""
         n = a.shape[0]
         if n == 0:
             return
         a, b = a.to(torch.float64), b.to(torch.float64)
-        shape = tuple(a.shape[1:])
+        shape = tuple(a.shape[1:]) if projection is None else (projection.shape[0], a.shape[2])
         mean_a, comoment = self._own("mean_a", shape, a), self._own("comoment", shape, a)
         first, count = self.count == 0, self.count
         total = count + n
         batch_mean_b = b.mean(dim=0)
         delta_b = None if first else batch_mean_b - self.mean_b
-        step = _rows_per_block(n, int(np.prod(shape[1:], dtype=np.int64)), self.block_bytes)
-        for start in range(0, shape[0], step):
-            rows = slice(start, start + step)
-            part = a[:, rows]
-            part_mean = part.mean(dim=0)
-            part_comoment = ((part - part_mean) * (b[:, rows] - batch_mean_b[rows])).sum(dim=0)
+        blocks = (self._blocks(a, b, batch_mean_b, shape) if projection is None
+                  else self._projected_blocks(a, b, batch_mean_b, projection))
+        for rows, part_mean, part_comoment in blocks:
             if first:
                 mean_a[rows] = part_mean
                 comoment[rows] = part_comoment
@@ -173,6 +173,31 @@ class MapMoment(CoMoment):
             self._release(rows)
         self.mean_b = batch_mean_b if first else self.mean_b + delta_b * (n / total)
         self.count = total
+
+    def _blocks(self, a: torch.Tensor, b: torch.Tensor, mean_b: torch.Tensor,
+                shape: tuple[int, ...]) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """(rows, the batch's mean of a, its co-moment with b) block by block of outputs."""
+        step = _rows_per_block(a.shape[0], int(np.prod(shape[1:], dtype=np.int64)), self.block_bytes)
+        for start in range(0, shape[0], step):
+            rows = slice(start, start + step)
+            part = a[:, rows]
+            part_mean = part.mean(dim=0)
+            yield rows, part_mean, ((part - part_mean) * (b[:, rows] - mean_b[rows])).sum(dim=0)
+
+    def _projected_blocks(self, a: torch.Tensor, b: torch.Tensor, mean_b: torch.Tensor,
+                          projection: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """The same for a = projection @ integrals: the mean is projection @ (the integrals' mean), and as the
+        centred b sums to zero over the batch, the co-moment of output k is projection[k] @ Σ_n (b_nk − b̄_k)
+        integrals_n, one matrix product per block (no (n, rows, D) temporaries)."""
+        n, width, features = a.shape
+        flat, mean_integrals = a.reshape(n, width * features), a.mean(dim=0)
+        centred = (b - mean_b)[..., 0]  # (n, K)
+        step = max(1, self.block_bytes // (2 * 8 * width * features))
+        for start in range(0, projection.shape[0], step):
+            rows = slice(start, start + step)
+            weights = projection[rows]
+            weighted = (centred[:, rows].T @ flat).reshape(-1, width, features)  # Σ_n (b − b̄) integrals_n
+            yield rows, weights @ mean_integrals, torch.bmm(weights.unsqueeze(1), weighted).squeeze(1)
 
     def scaled_covariance(self, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """comoment / count / scale (per output), and its sum over the components of each output; computed block
@@ -208,6 +233,7 @@ class CorrelationReducer(Reducer):
     """
 
     kind = "correlation reducer"
+    projects_readout = True
 
     def __init__(self, outputs: list[int], against: str = "targets") -> None:
         super().__init__()
@@ -235,10 +261,13 @@ class CorrelationReducer(Reducer):
             raise InputError("the correlation reducer needs attributions, predictions and baseline predictions")
         target = batch.predictions if self.against == "predictions" else batch.targets
         attributions = batch.attributions.flatten(start_dim=2)
-        self.attribution_target.update(attributions, target.unsqueeze(2))
+        self.attribution_target.update(attributions, target.unsqueeze(2), batch.projection)
         columns = torch.stack([batch.predictions, target, batch.baseline_predictions], dim=2)
         self.scalars.update(columns.unsqueeze(3), columns.unsqueeze(2))
-        self.residuals.update((attributions.sum(dim=2) - (batch.predictions - batch.baseline_predictions)).abs())
+        totals = attributions.sum(dim=2)
+        if batch.projection is not None:
+            totals = totals @ batch.projection.T
+        self.residuals.update((totals - (batch.predictions - batch.baseline_predictions)).abs())
         if batch.attribution_variance is not None:
             variance = batch.attribution_variance.flatten(start_dim=2).to(torch.float64)
             powers = torch.stack([target.square(), target, torch.ones_like(target)], dim=0).unsqueeze(3)
