@@ -430,5 +430,9 @@ def test_igcorr_run_takes_a_map_tolerance(tmp_path, monkeypatch, capsys):
         capsys.readouterr()
         assert main(common + ["--map-tolerance", "0.02", "--steps", "8", "--out", str(tmp_path / "refused")]) == 2
         assert "map_tolerance chooses" in capsys.readouterr().err
+        # the rule it may choose can be chosen by hand as well
+        assert main(common + ["--quadrature", "shifted", "--steps", "6", "--out", str(tmp_path / "shifted")]) == 0
+        chosen = igcorr.load(tmp_path / "shifted" / "result.npz").metadata["parameters"]
+        assert chosen["method"] == "shifted" and chosen["n_steps"] == 6
     finally:
         sys.modules.pop("tolerance_study", None)

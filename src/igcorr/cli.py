@@ -36,7 +36,7 @@ RUN_OPTIONS = {"model": str, "weights": str, "data": str, "method": str, "baseli
 TOKEN_OPTIONS = ("token_input", "attention_mask", "fixed_ids", "token_map", "vocab_size", "baseline_token")
 
 #: options of ``igcorr run`` restricted to a few values (the same lists as the command line's choices)
-RUN_CHOICES = {"method": sorted(METHODS), "estimator": ["quadrature", "montecarlo"],
+RUN_CHOICES = {"method": sorted(METHODS) + ["shifted"], "estimator": ["quadrature", "montecarlo"],
                "score": ["output", "softmax", "log_softmax"], "token_map": ["position", "id"]}
 
 #: how the --baselines option reads (also the help text of the option)
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", choices=sorted(METHODS), help="dataset-wise method (default: igc)")
     run.add_argument("--baselines", help=BASELINES_HELP)
     run.add_argument("--steps", type=int, help="quadrature nodes per path (start value with --tolerance)")
-    run.add_argument("--quadrature", help="trapezoid, riemann_left, riemann_right, riemann_middle, gausslegendre")
+    run.add_argument("--quadrature", help="trapezoid, riemann_left, riemann_right, riemann_middle, gausslegendre, "
+                                          "shifted (shifted grids: an even --steps)")
     run.add_argument("--tolerance", type=float, help="adaptive quadrature: completeness tolerance")
     run.add_argument("--map-tolerance", type=float,
                      help="relative L2 error accepted on the dataset map, e.g. 0.01: igcorr chooses the rule and the "
