@@ -1,10 +1,11 @@
-"""Shared fixtures: tiny float64 models with analytic or smooth behaviour."""
+"""Shared fixtures: tiny float64 models with analytic or smooth behaviour, and a dataset that crashes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 
 def make_mlp(n_in: int = 6, n_hidden: int = 8, n_out: int = 3, seed: int = 0) -> nn.Module:
@@ -45,3 +46,20 @@ def regression_data(mlp):
     with torch.no_grad():
         y = mlp(x) + 0.5 * torch.randn(60, 3, dtype=torch.float64, generator=generator)
     return x, y
+
+
+class Crashing(Dataset):
+    """Raises the first time sample ``fail_at`` is read with gradients enabled, i.e. for the attribution (a crash
+    in the middle of a run; reads without gradients, such as an automatic rule's pilot, do not count)."""
+
+    def __init__(self, x, y, fail_at=None):
+        self.x, self.y, self.fail_at, self.crashed = x, y, fail_at, False
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, index):
+        if index == self.fail_at and not self.crashed and torch.is_grad_enabled():
+            self.crashed = True
+            raise RuntimeError("simulated crash")
+        return self.x[index], self.y[index]

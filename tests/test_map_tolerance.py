@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 import igcorr
 from igcorr.dataset.estimators import AutoRule, ShiftedGrid, estimator_from_options
 from igcorr.errors import InputError
 from igcorr.paths.quadrature import shifted_nodes
+
+from conftest import Crashing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -288,23 +289,6 @@ def test_igac_and_ig_moments_weight_the_pilot_as_their_maps():
 
 
 # ----------------------------------------------------------------------------------------- long runs
-class Crashing(Dataset):
-    """Raises the first time sample ``fail_at`` is read for the attribution (reads without gradients, such as
-    the pilot's, do not count)."""
-
-    def __init__(self, x, y, fail_at=None):
-        self.x, self.y, self.fail_at, self.crashed = x, y, fail_at, False
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, index):
-        if index == self.fail_at and not self.crashed and torch.is_grad_enabled():
-            self.crashed = True
-            raise RuntimeError("simulated crash")
-        return self.x[index], self.y[index]
-
-
 def test_a_checkpointed_automatic_run_resumes_to_the_same_map(tmp_path):
     model, x, y = trained(nn.ReLU)
     # shared baselines: the crash comes from reading sample 65 for the attribution, not as a baseline

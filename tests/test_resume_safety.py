@@ -7,28 +7,14 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 import igcorr
 from igcorr.errors import InputError, ResultFileError
 
+from conftest import Crashing
+
 OPTIONS = dict(n_steps=8, baselines=3, batch_size=10, outputs=[0], progress=False)
-
-
-class Crashing(Dataset):
-    """Raises the first time sample ``fail_at`` is read for the attribution (a crash in the middle of a run)."""
-
-    def __init__(self, x, y, fail_at=None):
-        self.x, self.y, self.fail_at, self.crashed = x, y, fail_at, False
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, index):
-        if index == self.fail_at and not self.crashed and torch.is_grad_enabled():
-            self.crashed = True
-            raise RuntimeError("simulated crash")
-        return self.x[index], self.y[index]
 
 
 class Scaled(nn.Module):
