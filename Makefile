@@ -38,7 +38,7 @@ bench-accuracy: $(STAMP)
 	$(PY) benchmarks/bench_igc.py --workloads W2 --scale 1.0 --map-tolerance 0.01 --reference-steps 256 --out benchmarks/results/accuracy-w2
 
 # IGC at 10,000 and 100,000 voxels, each in a fresh process: time, peak memory, budget (docs/prf.md); about
-# 10 minutes on 2 cores
+# 4 minutes on 2 cores
 bench-voxels: $(STAMP)
 	$(PY) benchmarks/bench_voxels.py --out benchmarks/results/voxels.json
 

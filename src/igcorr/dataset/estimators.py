@@ -159,6 +159,9 @@ class Estimator:
 
     #: whether the run draws baselines (or references) for the estimator
     uses_baselines: bool = True
+    #: whether the per-batch integrals go to the reducer as the integrator returns them (nothing reads the
+    #: attributions in between), so that their projection through a linear readout can be left to the reducer
+    integrals_go_to_reducer: bool = False
 
     def run_baselines(self, spec: baseline_forms.BaselineSpec) -> baseline_forms.BaselineSpec:
         """The baselines the run prepares, from the method's ``baselines`` argument."""
@@ -187,6 +190,8 @@ class Estimator:
 @dataclass(frozen=True)
 class FixedRule(Estimator):
     """Straight paths integrated with a fixed quadrature rule."""
+
+    integrals_go_to_reducer = True
 
     method: str = "trapezoid"
     n_steps: int = DEFAULT_STEPS_STRAIGHT

@@ -30,7 +30,7 @@ from igcorr import distributed
 from igcorr._validation import check_bool, check_optional_positive_int, check_seed
 from igcorr.data import Batch, DataSource
 from igcorr.dataset.checkpoint import DEFAULT_EVERY_SECONDS, Checkpoint, DataDigest, model_fingerprint
-from igcorr.dataset.estimators import Estimator, FixedRule, MonteCarlo, RunSetup, SampleReader
+from igcorr.dataset.estimators import Estimator, MonteCarlo, RunSetup, SampleReader
 from igcorr.dataset.targets import all_targets, encode_targets
 from igcorr.errors import InputError, ShapeError
 from igcorr.inputs import InputLayout, choose_layout
@@ -209,21 +209,23 @@ class DatasetRun:
                 prepare(source, n_model_outputs, selected, parameters)
             # whether the maps' K·D state can be kept on disk (see _check_state_memory); after prepare, which
             # some reducers need (the t-test's thresholds)
-            disk = callable(getattr(make_reducer(selected), "store_maps_on_disk", None)) and not isinstance(
+            main_reducer = make_reducer(selected)
+            disk = callable(getattr(main_reducer, "store_maps_on_disk", None)) and not isinstance(
                 estimator, MonteCarlo)
             # the correlation reducer alone folds a batch in block by block, without copies of its attributions
             block_wise = disk and not (inference is not None and inference.active)
             # and, behind a linear readout, projects the integrals over the readout's inputs one block of outputs
-            # at a time: a batch then holds H·D values per sample instead of K·D (fixed rules on plain inputs)
+            # at a time: a batch then holds H·D values per sample instead of K·D (plain inputs only: other layouts
+            # reduce the attributions before the reducer sees them)
             integrator.defer_projection = (
-                block_wise and integrator.readout is not None and type(estimator) is FixedRule
-                and getattr(make_reducer(selected), "projects_readout", False)
-                and type(layout).reduce is InputLayout.reduce)
+                block_wise and integrator.readout is not None and estimator.integrals_go_to_reducer
+                and main_reducer.projects_readout and type(layout).reduce is InputLayout.reduce)
             held = integrator.readout.width if integrator.defer_projection else None
+            point_bytes = integrator.bytes_per_point(probe, integrator.width, probe_extras)
+            chunk_bytes = integrator.chunk_points * point_bytes  # the largest chunk the integrator may use
             if options.batch_size is None:
                 source.batch_size = self._batch_size(integrator.budget, len(selected), x_shape, spec, probe,
-                                                     _points_per_sample(estimator, spec),
-                                                     _chunk_bytes(integrator, probe, probe_extras, len(selected)),
+                                                     _points_per_sample(estimator, spec), chunk_bytes,
                                                      map_shape, disk, block_wise, held)
             seed = int(options.seed)
             spec.prepare(x_shape, source, seed)
@@ -259,17 +261,17 @@ class DatasetRun:
             plan = inference if inference is not None and inference.active else None
             if plan is not None:
                 plan.prepare(map_shape, None)
+            # with the K·D state in memory, what it leaves beside the batch is the chunks' room
             batch_samples = min(source.batch_size, len(source)) if source.has_length else source.batch_size
             beside_state = _room_beside_state(integrator.budget, len(selected), map_shape, batch_samples,
                                               _per_sample_bytes(len(selected), x_shape, spec, probe,
-                                                                block_wise, held))
-            smallest_chunk = min(CHUNK_CANDIDATES[0], integrator.chunk_points) * integrator.bytes_per_point(
-                probe, integrator.readout.width if integrator.readout is not None else len(selected), probe_extras)
+                                                                block_wise, held)) if disk else 0
+            smallest_chunk = min(CHUNK_CANDIDATES[0], integrator.chunk_points) * point_bytes
             maps_on_disk = self._check_state_memory(
                 integrator.budget, estimator, plan, len(selected), map_shape, spec, disk=disk,
                 prefer_disk=options.batch_size is None and (beside_state < smallest_chunk or _maps_belong_on_disk(
-                    integrator.budget, len(selected), x_shape, spec, probe,
-                    _chunk_bytes(integrator, probe, probe_extras, len(selected)), map_shape, block_wise, held)))
+                    integrator.budget, len(selected), x_shape, spec, probe, chunk_bytes, map_shape, block_wise,
+                    held)))
             if disk and not maps_on_disk and beside_state >= smallest_chunk:
                 integrator.limit_chunks(MemoryBudget(beside_state), probe, probe_extras)
             if plan is not None and plan.permutations:
@@ -443,13 +445,6 @@ def _room_beside_state(budget: MemoryBudget, n_outputs: int, map_shape: tuple[in
     features = max(1, int(np.prod(map_shape, dtype=np.int64)))
     return (budget.bytes - 3 * 8 * n_outputs * features - _disk_working_bytes(budget)
             - int(batch_size) * int(per_sample))
-
-
-def _chunk_bytes(integrator: PathIntegrator, probe: torch.Tensor, extras: dict[str, torch.Tensor],
-                 n_outputs: int) -> int:
-    """Memory of the largest chunk of path points the integrator may use (its estimate per point)."""
-    width = integrator.readout.width if integrator.readout is not None else n_outputs
-    return int(integrator.chunk_points) * integrator.bytes_per_point(probe, width, extras)
 
 
 def _points_per_sample(estimator: Estimator, spec: baseline_forms.BaselineSpec) -> int | None:

@@ -194,8 +194,13 @@ class PathIntegrator:
         if self.fixed_chunk_points is None:
             self._plan_chunks(MemoryBudget(min(room.bytes, self.budget.fraction(CHUNK_SHARE).bytes)), x, extras)
 
+    @property
+    def width(self) -> int:
+        """Columns the path integrals are taken over: the readout's inputs, or the configured outputs."""
+        return self.readout.width if self.readout is not None else len(self.outputs)
+
     def _plan_chunks(self, room: MemoryBudget, x: torch.Tensor, extras: Extras | None) -> None:
-        width = self.readout.width if self.readout is not None else len(self.outputs)
+        width = self.width
         if self.fixed_chunk_points is not None:
             sizes = [self.fixed_chunk_points]
         else:
