@@ -227,3 +227,108 @@ def test_tuned_chunks_give_the_fixed_chunk_maps(cnn):
     reference = fixed.attribute((x, y), **options)
     assert reference.metadata["engine"]["chunk_points"] == 100
     np.testing.assert_allclose(tuned.maps, reference.maps, rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the first-layer shortcut
+class ConvStem(nn.Module):
+    """A strided, 'same'-padded first convolution, then a nonlinear head with three outputs."""
+
+    def __init__(self, dims: int = 2) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        conv = nn.Conv2d if dims == 2 else nn.Conv1d
+        self.stem = conv(2, 3, 3, padding="same") if dims == 2 else conv(2, 3, 3, stride=2)
+        self.head = nn.Sequential(nn.Softplus(), nn.Flatten(), nn.LazyLinear(5), nn.Tanh(), nn.Linear(5, 3))
+
+    def forward(self, x):
+        return self.head(self.stem(x))
+
+
+class ReadsInputTwice(nn.Module):
+    """The input reaches the output through the first layer and, besides it, through a skip connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(6)
+        self.first = nn.Linear(6, 4)
+        self.head = nn.Sequential(nn.Tanh(), nn.Linear(4, 3))
+
+    def forward(self, x):
+        return self.head(self.first(x)) + x[:, :3] ** 2
+
+
+def _maps_with_and_without_first_layer(model, data, chunk_points=None, **options):
+    shortcut = igcorr.IGC(model, chunk_points=chunk_points).attribute(data, progress=False, **options)
+    direct = igcorr.IGC(model, first_layer=False, chunk_points=chunk_points).attribute(data, progress=False,
+                                                                                      **options)
+    assert direct.metadata["engine"]["first_layer"] is None
+    return shortcut, direct
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+@pytest.mark.parametrize("options", [
+    {"baselines": 3, "n_steps": 8, "chunk_points": 5},  # per-sample baselines, chunks that cut paths
+    {"n_steps": 7, "method": "riemann_middle"},  # shared zero baseline, no end nodes
+    {"n_steps": 6, "method": "shifted", "baselines": 4, "seed": 2},  # each path its own nodes
+])
+def test_first_layer_shortcut_equals_direct_computation(dims, options):
+    model = ConvStem(dims).double().eval()
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(14, 2, *(6, 5)[:dims] if dims == 2 else (9,), dtype=torch.float64, generator=generator)
+    with torch.no_grad():
+        y = model(x) + torch.randn(14, 3, dtype=torch.float64, generator=generator)
+    shortcut, direct = _maps_with_and_without_first_layer(model, (x, y), **options)
+    assert shortcut.metadata["engine"]["first_layer"] == {"layer": "stem", "width": int(model.stem(x[:1]).numel())}
+    np.testing.assert_allclose(shortcut.maps, direct.maps, rtol=0, atol=1e-12)
+    for name in ("correlation", "completeness_mean"):
+        np.testing.assert_allclose(shortcut.diagnostics[name], direct.diagnostics[name], rtol=0, atol=1e-12)
+    assert "forward" not in model.stem.__dict__  # the layer's own forward is back
+
+
+def test_first_layer_and_readout_shortcuts_together(encoding_data):
+    model = Encoder().double().eval()
+    shortcut, direct = _maps_with_and_without_first_layer(model, encoding_data, baselines=3, n_steps=8)
+    engine = shortcut.metadata["engine"]
+    assert engine["first_layer"] == {"layer": "core.0", "width": 4}
+    assert engine["readout"] == {"layer": "readout", "width": 4}
+    np.testing.assert_allclose(shortcut.maps, direct.maps, rtol=0, atol=1e-12)
+
+
+def test_first_layer_shortcut_only_where_the_input_goes_through_it_alone(mlp, regression_data):
+    x, _ = regression_data
+    y = torch.randn(len(x), 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    skip = ReadsInputTwice().double().eval()
+    result = igcorr.IGC(skip).attribute((x, y), n_steps=6, progress=False)
+    assert result.metadata["engine"]["first_layer"] is None  # a skip connection reads the input too
+    direct = igcorr.IGC(skip, first_layer=False).attribute((x, y), n_steps=6, progress=False)
+    np.testing.assert_allclose(result.maps, direct.maps, rtol=0, atol=0)
+    with pytest.raises(InputError, match="reads its input elsewhere than in 'first'"):
+        igcorr.IGC(skip, first_layer="first").attribute((x, y), n_steps=6, progress=False)
+    scaled = lambda inputs: mlp(2.0 * inputs)  # noqa: E731 - not a module: nothing to look into
+    assert igcorr.IGC(scaled).attribute((x, y), n_steps=4, progress=False).metadata["engine"]["first_layer"] is None
+    computed_first = nn.Sequential(nn.Tanh(), nn.Linear(6, 3)).double()  # the linear layer reads tanh(x)
+    assert igcorr.IGC(computed_first).attribute((x, y), n_steps=4,
+                                               progress=False).metadata["engine"]["first_layer"] is None
+    with pytest.raises(InputError, match="no linear or convolution layer reads the model's input"):
+        igcorr.IGC(computed_first, first_layer="1").attribute((x, y), n_steps=4, progress=False)
+    with pytest.raises(InputError, match="first_layer must be"):
+        igcorr.IGC(mlp, first_layer=3)
+
+
+def test_first_layer_shortcut_in_per_sample_integrated_gradients(cnn):
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    explainer = igcorr.IntegratedGradients(cnn)
+    ig = explainer.attribute(x, baselines=torch.zeros_like(x), target=1, n_steps=9)
+    assert explainer.adapter.find_first_layer(x) is not None
+    for parameter in cnn.parameters():
+        parameter.requires_grad_(False)
+    # the same integral through the model's own backward pass, one point at a time
+    alphas = torch.linspace(0, 1, 9, dtype=torch.float64)
+    weights = torch.full((9,), 1 / 8, dtype=torch.float64)
+    weights[[0, -1]] = 1 / 16
+    expected = torch.zeros_like(x)
+    for alpha, weight in zip(alphas, weights):
+        point = (alpha * x).requires_grad_(True)
+        (gradient,) = torch.autograd.grad(cnn(point)[:, 1].sum(), point)
+        expected += weight * gradient * x
+    np.testing.assert_allclose(np.asarray(ig), expected.numpy(), rtol=0, atol=1e-12)

@@ -82,6 +82,90 @@ class Readout:
         return torch.einsum("kh,nhd->nkd", self.projection(outputs), integrals)
 
 
+#: layer types the first-layer shortcut integrates through: affine maps whose transpose igcorr applies itself
+FIRST_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_INPUT_GRADIENTS = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input, 3: torch.nn.grad.conv3d_input}
+
+
+@dataclass(frozen=True)
+class FirstLayer:
+    """An affine first layer (``nn.Linear`` or a zero-padded convolution) that alone reads the model's input.
+
+    Along a straight path its outputs are affine in α too, L(b + α(x − b)) = L(b) + α(L(x) − L(b)), so the
+    rest of the model can be evaluated on points of the layer's output space, each path's weighted gradients
+    summed there and mapped back through the layer's transpose once per path: exact (float rounding aside),
+    and the layer's forward and backward passes leave the per-point work.
+
+    Attributes
+    ----------
+    layer : nn.Module
+    name : str
+        Its name in the model.
+    in_shape, out_shape : tuple of int
+        What the layer reads per sample (the model's input, viewed to this shape) and what it produces.
+    padding : tuple of int
+        A convolution's zero padding per side (empty for a linear layer).
+    """
+
+    layer: nn.Module
+    name: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    padding: tuple[int, ...] = ()
+
+    @property
+    def width(self) -> int:
+        """Values the layer produces per sample."""
+        return int(np.prod(self.out_shape, dtype=np.int64))
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's outputs (n, *out_shape) at model inputs ``x`` (n, ...), without gradients."""
+        with torch.no_grad():
+            return self.layer(x.reshape(len(x), *self.in_shape))
+
+    def pullback(self, cotangents: torch.Tensor) -> torch.Tensor:
+        """Cotangents on the layer's outputs (R, *out_shape) mapped through its transpose to the input, (R, D)
+        (the vector-Jacobian product; the bias plays no part)."""
+        rows = len(cotangents)
+        layer = self.layer
+        weight = layer.weight.detach()
+        if isinstance(layer, nn.Linear):
+            pulled = cotangents.reshape(rows, *self.out_shape) @ weight
+        else:
+            gradient_of_input = _CONV_INPUT_GRADIENTS[weight.ndim - 2]
+            pulled = gradient_of_input((rows, *self.in_shape), weight, cotangents.reshape(rows, *self.out_shape),
+                                       layer.stride, self.padding, layer.dilation, layer.groups)
+        return pulled.reshape(rows, -1)
+
+    @contextlib.contextmanager
+    def substituted(self, outputs: torch.Tensor) -> Iterator[None]:
+        """Within the block the layer returns ``outputs``, whatever it is given (its forward is skipped)."""
+        layer = self.layer
+        own_forward = layer.__dict__.get("forward")
+        layer.forward = lambda *_args, **_kwargs: outputs
+        try:
+            yield
+        finally:
+            if own_forward is None:
+                del layer.forward
+            else:
+                layer.forward = own_forward
+
+
+def _first_layer_padding(layer: nn.Module) -> tuple[int, ...] | None:
+    """A layer's zero padding per side if the shortcut can transpose it (() for linear layers), else None."""
+    if isinstance(layer, nn.Linear):
+        return ()
+    if not isinstance(layer, FIRST_LAYER_TYPES) or layer.padding_mode != "zeros":
+        return None
+    if not isinstance(layer.padding, str):
+        return tuple(int(p) for p in layer.padding)
+    if layer.padding == "valid":
+        return (0,) * len(layer.kernel_size)
+    total = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size)]  # padding="same"
+    return None if any(t % 2 for t in total) else tuple(t // 2 for t in total)
+
+
 def model_device_dtype(model: Any) -> tuple[torch.device | None, torch.dtype | None]:
     """Device and floating dtype of the model's first floating parameter or buffer (None, None if none)."""
     if not isinstance(model, nn.Module):
@@ -149,6 +233,8 @@ class ModelAdapter:
         ``score(output)`` returning (P, K') for any callable.
     readout : "auto", False, str or nn.Linear
         Linear-readout shortcut (see :meth:`find_readout`).
+    first_layer : "auto", False, str or nn.Module
+        First-layer shortcut (see :meth:`find_first_layer`).
     autocast : None, "bfloat16" or "float16"
         Run the forward pass (and so the backward pass) under ``torch.autocast`` in that dtype; scores leave
         the model in the input's dtype.
@@ -165,7 +251,7 @@ class ModelAdapter:
     """
 
     def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None, *, readout: Any = "auto",
-                 autocast: str | None = None, compile: bool | dict = False,
+                 first_layer: Any = "auto", autocast: str | None = None, compile: bool | dict = False,
                  accept_integer_inputs: bool = False, output: OutputSelector = None) -> None:
         if not callable(model):
             raise InputError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
@@ -179,11 +265,14 @@ class ModelAdapter:
                              f"{output!r}")
         if not (readout in ("auto", False, None) or isinstance(readout, (str, nn.Linear))):
             raise InputError(f"readout must be 'auto', False, a module name or an nn.Linear, got {readout!r}")
+        if not (first_layer in ("auto", False, None) or isinstance(first_layer, (str, nn.Module))):
+            raise InputError(f"first_layer must be 'auto', False, a module name or a module, got {first_layer!r}")
         self.model = model
         #: what is evaluated on attributed tensors: the model, or the model behind an input layout
         self.forward: Callable[[torch.Tensor], Any] = model
         self.score = score
         self.readout_request = readout
+        self.first_layer_request = first_layer
         self.autocast = autocast
         self.compile_options: dict | None = (dict(compile) if isinstance(compile, dict) else {}) if compile else None
         self.accept_integer_inputs = accept_integer_inputs
@@ -427,6 +516,78 @@ class ModelAdapter:
         if not explicit and n_outputs <= layer.in_features:
             return None
         return Readout(layer, final[-1])
+
+    def find_first_layer(self, x: torch.Tensor, extras: Extras | None = None) -> FirstLayer | None:
+        """The affine first layer to integrate straight paths through (see :class:`FirstLayer`), or None.
+
+        Usable when an ``nn.Linear`` or a zero-padded ``nn.Conv1d/2d/3d`` reads the model's input itself (a
+        flattening or reshaping view of it, nothing computed before it), runs once per forward pass, and
+        nothing else reads the input: checked on two samples by giving the model an input of NaN with the
+        layer's true outputs substituted, which must leave the scores unchanged. Not under ``torch.compile``
+        or autocast. "auto" detects such a layer; a name or module asks for it (and errors if it cannot be
+        used); False disables the shortcut.
+        """
+        request = self.first_layer_request
+        module = self.module
+        if request in (False, None) or module is None:
+            return None
+        explicit = request != "auto"
+
+        def refuse(reason: str) -> None:
+            if explicit:
+                raise InputError(f"the first-layer shortcut cannot be used: {reason}; pass first_layer='auto' or "
+                                 "False")
+            return None
+
+        if self.scripted:
+            return refuse("TorchScript modules do not run forward hooks")
+        if self.compile_options is not None or self.autocast is not None:
+            return refuse("it does not combine with compile or autocast")
+        if isinstance(request, str) and request != "auto":
+            candidates = {request: named_submodule(module, request, "first layer")}
+        elif isinstance(request, nn.Module):
+            names = [name for name, sub in module.named_modules() if sub is request]
+            if not names:
+                return refuse("the module given is not part of the model")
+            candidates = {names[0]: request}
+        else:
+            candidates = {name: sub for name, sub in module.named_modules() if isinstance(sub, FIRST_LAYER_TYPES)}
+        if not candidates:
+            return None
+        probe = x[:2].clone()
+        probe_extras = take_rows(extras, slice(0, 2))
+        calls: list[tuple[str, nn.Module, Any, Any]] = []
+        handles = [sub.register_forward_hook(
+            lambda m, inputs, out, name=name: calls.append((name, m, inputs[0] if inputs else None, out)))
+            for name, sub in candidates.items()]
+        try:
+            with torch.no_grad():
+                reference = self.scores(probe, extras=probe_extras)
+        finally:
+            for handle in handles:
+                handle.remove()
+        reading = [(name, layer, out) for name, layer, seen, out in calls
+                   if isinstance(seen, torch.Tensor) and seen.data_ptr() == probe.data_ptr()
+                   and seen.is_contiguous() and seen.numel() == probe.numel() and seen.dtype == probe.dtype]
+        if not reading:
+            return refuse("no linear or convolution layer reads the model's input directly")
+        name, layer, out = reading[0]
+        padding = _first_layer_padding(layer)
+        if padding is None:
+            return refuse(f"{name!r} is not an nn.Linear or a zero-padded convolution")
+        if sum(1 for _, called, _, _ in calls if called is layer) != 1 or not isinstance(out, torch.Tensor):
+            return refuse(f"{name!r} runs more than once per forward pass")
+        seen = next(seen for called_name, _, seen, _ in calls if called_name == name)
+        shortcut = FirstLayer(layer, name, tuple(seen.shape[1:]), tuple(out.shape[1:]), padding)
+        try:
+            with torch.no_grad(), shortcut.substituted(out):
+                substituted = self.scores(torch.full_like(probe, float("nan")), extras=probe_extras)
+        except Exception:  # a model that checks its input, for instance: it reads more than the layer does
+            return refuse(f"the model reads its input elsewhere than in {name!r}")
+        scale = float(reference.abs().max()) if reference.numel() else 0.0
+        if not (np.isfinite(scale) and torch.allclose(substituted, reference, rtol=1e-6, atol=1e-6 * scale)):
+            return refuse(f"the model reads its input elsewhere than in {name!r}")
+        return shortcut
 
     def require_hooks(self, feature: str, instead: str) -> None:
         """Refuse a feature that needs forward hooks on a TorchScript model, saying what to use instead."""

@@ -59,6 +59,11 @@ class DatasetMethod:
     readout : "auto", False, str or nn.Linear
         Linear-readout shortcut for models with more attributed outputs than readout inputs (exact); "auto"
         detects a final ``nn.Linear``. Reported in ``Result.metadata["engine"]``.
+    first_layer : "auto", False, str or nn.Module
+        First-layer shortcut for straight paths (exact): when an ``nn.Linear`` or a zero-padded convolution
+        alone reads the input, the points are placed in its output space and each path's gradients go back
+        through it once, instead of through it at every point and for every output. "auto" detects it; False
+        disables it. Reported in ``Result.metadata["engine"]``.
     inputs : igcorr.inputs layout, optional
         How the model's inputs are attributed. By default one tensor per sample is attributed as it is, and
         samples holding a tuple or dict of tensors (a multi-input model, called as ``model(*inputs)`` or
@@ -78,12 +83,13 @@ class DatasetMethod:
 
     def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None, *,
                  max_memory: int | None = None, output_strategy: str = "auto", readout: Any = "auto",
-                 inputs: InputLayout | None = None, autocast: str | None = None, compile: bool | dict = False,
-                 chunk_points: int | None = None, output: OutputSelector = None) -> None:
+                 first_layer: Any = "auto", inputs: InputLayout | None = None, autocast: str | None = None,
+                 compile: bool | dict = False, chunk_points: int | None = None, output: OutputSelector = None) -> None:
         MemoryBudget.of(max_memory)  # validates max_memory now, not at the first call
         check_choice(output_strategy, "output_strategy", OUTPUT_STRATEGIES)
         check_optional_positive_int(chunk_points, "chunk_points")
-        self.adapter = ModelAdapter(model, score, readout=readout, autocast=autocast, compile=compile, output=output)
+        self.adapter = ModelAdapter(model, score, readout=readout, first_layer=first_layer, autocast=autocast,
+                                    compile=compile, output=output)
         self.engine_options = EngineOptions(max_memory, chunk_points, output_strategy, inputs)
         self.model = model
         self.score = score

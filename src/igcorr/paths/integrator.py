@@ -28,7 +28,7 @@ import torch
 
 from igcorr._validation import check_choice, check_optional_positive_int
 from igcorr.errors import NonFiniteError
-from igcorr.model import Extras, ModelAdapter, Readout
+from igcorr.model import Extras, FirstLayer, ModelAdapter, Readout
 from igcorr.paths.budget import CHUNK_CANDIDATES, DEFAULT_CHUNK_POINTS, ChunkTuning, MemoryBudget
 
 OUTPUT_STRATEGIES = ("auto", "loop", "batched")
@@ -89,13 +89,14 @@ class Evaluation:
     """What a path's forward pass over a chunk gives the integrator.
 
     ``targets`` (P, J) are differentiated with respect to ``wrt`` (P, ...); each gradient, flattened to (P, F),
-    is multiplied by ``factor`` (P, F) and accumulated. ``scores`` (P, K) are the attributed scores (detached).
+    is multiplied by ``factor`` (P, F) and accumulated (or handed to the path's :meth:`Path.contribution` when
+    it needs more than a product). ``scores`` (P, K) are the attributed scores (detached).
     """
 
     targets: torch.Tensor
     scores: torch.Tensor
     wrt: torch.Tensor
-    factor: torch.Tensor
+    factor: torch.Tensor | None
 
 
 class Path:
@@ -126,6 +127,13 @@ class Path:
         """The forward pass over ``chunk`` (gradients enabled); ``targets(points, choice, extras)`` runs the
         model."""
         raise NotImplementedError
+
+    def contribution(self, chunk: PathChunk, evaluation: Evaluation, column: int,
+                     gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What one column's cotangent-weighted gradients over a chunk add to the integrals: the samples of the
+        rows (R,) and the rows (R, F) in float64. By default one row per point, the gradient times the factor."""
+        size = len(chunk.sample)
+        return chunk.sample, (gradient.reshape(size, -1) * evaluation.factor).to(torch.float64)
 
     def finish(self, integrals: torch.Tensor, squares: torch.Tensor | None) -> PathIntegrals:
         """PathIntegrals from the accumulated sums (n, K, F) (already projected through a readout)."""
@@ -161,6 +169,8 @@ class PathIntegrator:
         self.output_strategy = check_choice(output_strategy, "output_strategy", OUTPUT_STRATEGIES)
         self.chunk_points = self.fixed_chunk_points or DEFAULT_CHUNK_POINTS
         self.readout: Readout | None = None
+        #: the affine first layer straight paths are integrated through (see FirstLayer), if any
+        self.first_layer: FirstLayer | None = None
         self.outputs: torch.Tensor | None = None
         #: leave the readout projection to the consumer of the integrals (see PathIntegrals.projection): a dataset
         #: run whose reducer projects block by block of outputs sets it, so that a sample never holds K·D values
@@ -171,7 +181,8 @@ class PathIntegrator:
 
     # ------------------------------------------------------------------ configuration
     def configure(self, x: torch.Tensor, outputs: torch.Tensor, extras: Extras | None = None) -> None:
-        """Resolve the readout shortcut and the chunk sizes for attributing ``outputs`` of inputs like ``x``.
+        """Resolve the readout and first-layer shortcuts and the chunk sizes for attributing ``outputs`` of
+        inputs like ``x``.
 
         Raises
         ------
@@ -180,6 +191,10 @@ class PathIntegrator:
         """
         self.outputs = outputs
         self.readout = self.adapter.find_readout(x, len(outputs), extras)
+        first_layer = self.adapter.find_first_layer(x, extras)
+        # a model that is one linear layer: its readout shortcut is the one that pays
+        keep = first_layer is not None and (self.readout is None or first_layer.layer is not self.readout.layer)
+        self.first_layer = first_layer if keep else None
         self._plan_chunks(self.budget.fraction(CHUNK_SHARE), x, extras)
 
     def limit_chunks(self, room: MemoryBudget, x: torch.Tensor, extras: Extras | None = None) -> None:
@@ -217,6 +232,8 @@ class PathIntegrator:
         """Estimated memory of one path point: saved activations, its gradient outputs and temporaries."""
         element = x.element_size()
         features = int(np.prod(x.shape[1:], dtype=np.int64))
+        if self.first_layer is not None:  # points and their gradients may live in the first layer's outputs
+            features = max(features, self.first_layer.width)
         activations = max(self.adapter.activation_bytes(x, extras), 8 * features * element)
         # forward activations kept for backward, the backward's own temporaries of similar size, the point and
         # its gradient, and (batched strategy) one gradient per output
@@ -233,7 +250,9 @@ class PathIntegrator:
         return {"chunk_points": self.chunk_points, "output_strategy": self._strategy or self.output_strategy,
                 "microseconds_per_point": timings, "autocast": self.adapter.autocast,
                 "compile": self.adapter.compile_options,
-                "readout": None if self.readout is None else {"layer": self.readout.name, "width": self.readout.width}}
+                "readout": None if self.readout is None else {"layer": self.readout.name, "width": self.readout.width},
+                "first_layer": (None if self.first_layer is None
+                                else {"layer": self.first_layer.name, "width": self.first_layer.width})}
 
     # ------------------------------------------------------------------ forward and backward
     def target_function(self, readout: Readout | None, compiled: bool = True) -> TargetFunction:
@@ -340,23 +359,26 @@ class PathIntegrator:
                 started = time.perf_counter()
                 evaluation = path.evaluate(chunk, targets_of)
                 if tuning is not None:
+                    comparing = time.perf_counter()
                     timed, backward_seconds = self._timed_vjps(evaluation.targets, evaluation.wrt, chunk.weights,
                                                                tuning)
+                    # what every strategy shares excludes the timing itself (each strategy's passes and their
+                    # comparison): a strategy tried and compared must not slow down the others' figures
+                    comparing = time.perf_counter() - comparing
                     gradients: Any = enumerate(timed)
                 else:
                     gradients = self.vjps(evaluation.targets, evaluation.wrt, chunk.weights)
-                factor = evaluation.factor
                 for j, gradient in gradients:
-                    contribution = (gradient.reshape(size, -1) * factor).to(torch.float64)
+                    rows, contribution = path.contribution(chunk, evaluation, j, gradient)
                     if integrals is None:
                         integrals = torch.zeros(path.n_samples, width, contribution.shape[1], dtype=torch.float64,
                                                 device=contribution.device)
                         squares = torch.zeros_like(integrals) if path.accumulate_squares else None
-                    integrals[:, j].index_add_(0, chunk.sample, contribution)
+                    integrals[:, j].index_add_(0, rows, contribution)
                     if squares is not None:
-                        squares[:, j].index_add_(0, chunk.sample, contribution.square())
+                        squares[:, j].index_add_(0, rows, contribution.square())
                 if tuning is not None:
-                    shared = time.perf_counter() - started - sum(backward_seconds.values())
+                    shared = time.perf_counter() - started - comparing
                     tuning.record(size, {name: shared + value for name, value in backward_seconds.items()})
                     self.chunk_points, self._strategy = tuning.choice()
         if integrals is None:

@@ -5,6 +5,11 @@ For n samples with M baselines each and S nodes, the n·M·S points b + α(x −
 accumulated per sample and averaged over the baselines. Rules whose nodes include both ends (the trapezoid)
 give f(x) and f(b) for free; other rules take two more forward passes without gradients.
 
+Behind an affine first layer (:class:`~igcorr.model.FirstLayer`) the points are placed in the layer's output
+space, where the path is straight too, and the rest of the model is evaluated there; each path's weighted
+gradients are summed and mapped back through the layer's transpose once, then multiplied by its displacement.
+A path cut by a chunk boundary carries its partial sum to the next chunk.
+
 :func:`integrate_adaptive` refines the trapezoid rule per sample until a completeness tolerance is met.
 """
 
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from igcorr.errors import ShapeError
-from igcorr.model import Extras, take_rows
+from igcorr.model import Extras, FirstLayer, take_rows
 from igcorr.paths.integrator import Evaluation, Path, PathChunk, PathIntegrals, PathIntegrator, TargetFunction
 from igcorr.paths.quadrature import Rule
 from igcorr.paths.quadrature import rule as quadrature_rule
@@ -25,11 +30,12 @@ from igcorr.paths.quadrature import rule as quadrature_rule
 
 @dataclass
 class StraightChunk(PathChunk):
-    """Straight-path points: also each point's (sample, baseline) path, node and displacement x − b (P, D)."""
+    """Straight-path points: also each point's (sample, baseline) path, node and displacement x − b (P, D)
+    (None when the points lie in a first layer's output space, where displacements are taken per path)."""
 
     path: torch.Tensor
     node: torch.Tensor
-    deltas: torch.Tensor
+    deltas: torch.Tensor | None
     choice: torch.Tensor | None
     extras: Extras
 
@@ -60,12 +66,15 @@ class StraightPath(Path):
     extras : dict of Tensor (n, ...), optional
         The samples' other model inputs (attention masks, ...), handed to the model with every point of their
         paths.
+    first_layer : FirstLayer, optional
+        Integrate through this affine first layer (used when paths have two nodes or more).
     """
 
     def __init__(self, adapter_scores: Callable[[torch.Tensor, Extras], torch.Tensor], x: torch.Tensor,
                  baselines: torch.Tensor, rule: Rule, n_outputs: int, per_sample_output: torch.Tensor | None = None,
                  path_alphas: torch.Tensor | None = None, with_scores: bool = True,
-                 extras: Extras | None = None, path_nodes: torch.Tensor | None = None) -> None:
+                 extras: Extras | None = None, path_nodes: torch.Tensor | None = None,
+                 first_layer: FirstLayer | None = None) -> None:
         n, n_baselines = baselines.shape[:2]
         if tuple(baselines.shape[2:]) != tuple(x.shape[1:]) or len(baselines) != len(x):
             raise ShapeError(f"baselines of shape {tuple(baselines.shape)} do not match inputs {tuple(x.shape)}")
@@ -93,6 +102,10 @@ class StraightPath(Path):
         self.baseline_predictions = torch.zeros_like(self.predictions)
         #: shape of one sample's attribution per output
         self.attribution_shape = tuple(x.shape[1:])
+        # one-node paths (Monte-Carlo draws) gain nothing from the first layer's output space
+        self.first_layer = first_layer if first_layer is not None and len(rule.nodes) > 1 else None
+        #: per column, the (path, partial sum) of a path the last chunk ended inside (first-layer shortcut)
+        self._carried: dict[int, tuple[int, torch.Tensor]] = {}
 
     def chunks(self, next_size: Callable[[], int]) -> Iterator[StraightChunk]:
         x, n, n_baselines = self.x, self.n_samples, self.n_baselines
@@ -110,22 +123,52 @@ class StraightPath(Path):
             begin += len(point)
             path, node = point // n_steps, point % n_steps
             sample = path // n_baselines
-            starts = flat_baselines[path]
-            deltas = flat_x[sample] - starts
             if flat_alphas is not None:
                 alpha = flat_alphas[point]
             elif flat_nodes is not None:
                 alpha = flat_nodes[point]
             else:
                 alpha = self.alphas[node]
-            points = (starts + alpha.unsqueeze(1) * deltas).reshape(len(point), *x.shape[1:])
+            if self.first_layer is not None:
+                points, deltas = self._layer_points(path, alpha), None
+            else:
+                starts = flat_baselines[path]
+                deltas = flat_x[sample] - starts
+                points = (starts + alpha.unsqueeze(1) * deltas).reshape(len(point), *x.shape[1:])
             choice = self.choice[sample] if self.choice is not None else None
             yield StraightChunk(sample, self.weights[node], points, path, node, deltas, choice,
                                 take_rows(self.extras, sample))
 
+    def _layer_points(self, path: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """Points of the given (sorted, consecutive) paths at ``alpha`` in the first layer's output space: its
+        outputs at each path's start plus α times their change to the path's end (the layer's bias cancels)."""
+        layer, n_baselines = self.first_layer, self.n_baselines
+        first_path, last_path = int(path[0]), int(path[-1])
+        paths = torch.arange(first_path, last_path + 1, device=path.device)
+        first_sample = first_path // n_baselines
+        ends = layer.apply(self.x[first_sample:last_path // n_baselines + 1])[paths // n_baselines - first_sample]
+        if self.baselines.stride(0) == 0:  # baselines shared by every sample: each one's outputs once per chunk
+            used = torch.unique(paths % n_baselines)
+            outputs = torch.zeros(n_baselines, *ends.shape[1:], dtype=ends.dtype, device=ends.device)
+            outputs[used] = layer.apply(self.baselines[0, used])
+            starts = outputs[paths % n_baselines]
+        else:
+            starts = layer.apply(self.baselines[paths // n_baselines, paths % n_baselines])
+        local = path - first_path
+        changes = (ends - starts)[local]
+        return starts[local] + alpha.reshape(-1, *[1] * (changes.ndim - 1)) * changes
+
     def evaluate(self, chunk: StraightChunk, targets: TargetFunction) -> Evaluation:
         points = chunk.points.requires_grad_(True)
-        differentiated, scores = targets(points, chunk.choice, chunk.extras)
+        if self.first_layer is not None:
+            # the model reads its input only through the first layer, whose outputs are the points: its input
+            # is a placeholder (NaN, so that any other use of it would show)
+            placeholder = torch.full((1,) * self.x.ndim, float("nan"), dtype=self.x.dtype, device=self.x.device)
+            with self.first_layer.substituted(points):
+                differentiated, scores = targets(placeholder.expand(len(points), *self.x.shape[1:]), chunk.choice,
+                                                 chunk.extras)
+        else:
+            differentiated, scores = targets(points, chunk.choice, chunk.extras)
         if self.endpoint_scores:
             scores = scores.to(torch.float64)
             at_baseline = chunk.node == 0
@@ -133,6 +176,29 @@ class StraightPath(Path):
             at_input = (chunk.node == len(self.alphas) - 1) & (chunk.path % self.n_baselines == 0)
             self.predictions.index_add_(0, chunk.sample[at_input], scores[at_input])
         return Evaluation(differentiated, scores, points, chunk.deltas)
+
+    def contribution(self, chunk: StraightChunk, evaluation: Evaluation, column: int,
+                     gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.first_layer is None:
+            return super().contribution(chunk, evaluation, column, gradient)
+        first_path = int(chunk.path[0])
+        local = chunk.path - first_path
+        n_paths = int(local[-1]) + 1
+        sums = torch.zeros(n_paths, gradient[0].numel(), dtype=gradient.dtype, device=gradient.device)
+        sums.index_add_(0, local, gradient.reshape(len(local), -1))
+        carried = self._carried.pop(column, None)
+        if carried is not None and carried[0] == first_path:
+            sums[0] += carried[1]
+        complete = n_paths if int(chunk.node[-1]) == len(self.alphas) - 1 else n_paths - 1
+        if complete < n_paths:
+            self._carried[column] = (first_path + complete, sums[complete].clone())
+        paths = torch.arange(first_path, first_path + complete, device=gradient.device)
+        samples = paths // self.n_baselines
+        if complete == 0:
+            return samples, torch.zeros(0, self.x[0].numel(), dtype=torch.float64, device=gradient.device)
+        starts = self.baselines[samples, paths % self.n_baselines].reshape(complete, -1)
+        deltas = self.x.reshape(self.n_samples, -1)[samples] - starts
+        return samples, (self.first_layer.pullback(sums[:complete]) * deltas).to(torch.float64)
 
     def finish(self, integrals: torch.Tensor, squares: torch.Tensor | None) -> PathIntegrals:
         x, n, n_baselines = self.x, self.n_samples, self.n_baselines
@@ -173,7 +239,7 @@ def integrate_straight(integrator: PathIntegrator, x: torch.Tensor, baselines: t
     ``path_nodes`` (n, M, S) if given)."""
     path = StraightPath(scores_of(integrator), x, baselines, rule, len(integrator.outputs),
                         per_sample_output=per_sample_output, path_alphas=path_alphas, with_scores=with_scores,
-                        extras=extras, path_nodes=path_nodes)
+                        extras=extras, path_nodes=path_nodes, first_layer=integrator.first_layer)
     return integrator.integrate(path, first_index=first_index)
 
 
