@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -89,7 +89,7 @@ class Evaluation:
     """What a path's forward pass over a chunk gives the integrator.
 
     ``targets`` (P, J) are differentiated with respect to ``wrt`` (P, ...); each gradient, flattened to (P, F),
-    is multiplied by ``factor`` (P, F) and accumulated (or handed to the path's :meth:`Path.contribution` when
+    is multiplied by ``factor`` (P, F) and accumulated (or handed to the path's :meth:`Path.contributions` when
     it needs more than a product). ``scores`` (P, K) are the attributed scores (detached).
     """
 
@@ -128,12 +128,15 @@ class Path:
         model."""
         raise NotImplementedError
 
-    def contribution(self, chunk: PathChunk, evaluation: Evaluation, column: int,
-                     gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What one column's cotangent-weighted gradients over a chunk add to the integrals: the samples of the
-        rows (R,) and the rows (R, F) in float64. By default one row per point, the gradient times the factor."""
+    def contributions(self, chunk: PathChunk, evaluation: Evaluation,
+                      gradients: Iterable[tuple[int, torch.Tensor]]
+                      ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """What the chunk adds to the integrals, from each column's cotangent-weighted gradients (j, (P, ...)):
+        (j, the samples of the rows (R,), the rows (R, F) in float64). By default one row per point, the gradient
+        times the factor."""
         size = len(chunk.sample)
-        return chunk.sample, (gradient.reshape(size, -1) * evaluation.factor).to(torch.float64)
+        for j, gradient in gradients:
+            yield j, chunk.sample, (gradient.reshape(size, -1) * evaluation.factor).to(torch.float64)
 
     def finish(self, integrals: torch.Tensor, squares: torch.Tensor | None) -> PathIntegrals:
         """PathIntegrals from the accumulated sums (n, K, F) (already projected through a readout)."""
@@ -368,8 +371,7 @@ class PathIntegrator:
                     gradients: Any = enumerate(timed)
                 else:
                     gradients = self.vjps(evaluation.targets, evaluation.wrt, chunk.weights)
-                for j, gradient in gradients:
-                    rows, contribution = path.contribution(chunk, evaluation, j, gradient)
+                for j, rows, contribution in path.contributions(chunk, evaluation, gradients):
                     if integrals is None:
                         integrals = torch.zeros(path.n_samples, width, contribution.shape[1], dtype=torch.float64,
                                                 device=contribution.device)

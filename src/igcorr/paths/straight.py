@@ -16,7 +16,7 @@ A path cut by a chunk boundary carries its partial sum to the next chunk.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -177,28 +177,50 @@ class StraightPath(Path):
             self.predictions.index_add_(0, chunk.sample[at_input], scores[at_input])
         return Evaluation(differentiated, scores, points, chunk.deltas)
 
-    def contribution(self, chunk: StraightChunk, evaluation: Evaluation, column: int,
-                     gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def contributions(self, chunk: StraightChunk, evaluation: Evaluation,
+                      gradients: Iterable[tuple[int, torch.Tensor]]
+                      ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         if self.first_layer is None:
-            return super().contribution(chunk, evaluation, column, gradient)
+            yield from super().contributions(chunk, evaluation, gradients)
+            return
         first_path = int(chunk.path[0])
         local = chunk.path - first_path
         n_paths = int(local[-1]) + 1
-        sums = torch.zeros(n_paths, gradient[0].numel(), dtype=gradient.dtype, device=gradient.device)
-        sums.index_add_(0, local, gradient.reshape(len(local), -1))
-        carried = self._carried.pop(column, None)
-        if carried is not None and carried[0] == first_path:
-            sums[0] += carried[1]
         complete = n_paths if int(chunk.node[-1]) == len(self.alphas) - 1 else n_paths - 1
-        if complete < n_paths:
-            self._carried[column] = (first_path + complete, sums[complete].clone())
-        paths = torch.arange(first_path, first_path + complete, device=gradient.device)
+        paths = torch.arange(first_path, first_path + complete, device=local.device)
         samples = paths // self.n_baselines
-        if complete == 0:
-            return samples, torch.zeros(0, self.x[0].numel(), dtype=torch.float64, device=gradient.device)
-        starts = self.baselines[samples, paths % self.n_baselines].reshape(complete, -1)
+        starts = self.baselines[samples, paths % self.n_baselines].reshape(complete, self.x[0].numel())
         deltas = self.x.reshape(self.n_samples, -1)[samples] - starts
-        return samples, (self.first_layer.pullback(sums[:complete]) * deltas).to(torch.float64)
+        # each column's gradients are summed per path at once (and released); the sums of several columns go
+        # back through the layer together, at most a chunk's worth of rows at a time
+        pending: list[tuple[int, torch.Tensor]] = []
+        for j, gradient in gradients:
+            sums = torch.zeros(n_paths, gradient[0].numel(), dtype=gradient.dtype, device=gradient.device)
+            sums.index_add_(0, local, gradient.reshape(len(local), -1))
+            carried = self._carried.pop(j, None)
+            if carried is not None and carried[0] == first_path:
+                sums[0] += carried[1]
+            if complete < n_paths:
+                self._carried[j] = (first_path + complete, sums[complete].clone())
+            pending.append((j, sums[:complete]))
+            if (len(pending) + 1) * complete > len(local):
+                yield from self._pulled_back(pending, samples, deltas)
+                pending = []
+        yield from self._pulled_back(pending, samples, deltas)
+
+    def _pulled_back(self, pending: list[tuple[int, torch.Tensor]], samples: torch.Tensor,
+                     deltas: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Per column, the paths' sums mapped back through the first layer (all columns in one pass) and
+        multiplied by the paths' displacements."""
+        if not pending:
+            return
+        if len(samples) == 0:
+            for j, _ in pending:
+                yield j, samples, torch.zeros(0, deltas.shape[1], dtype=torch.float64, device=deltas.device)
+            return
+        pulled = self.first_layer.pullback(torch.cat([sums for _, sums in pending]))
+        for (j, _), rows in zip(pending, pulled.split(len(samples))):
+            yield j, samples, (rows * deltas).to(torch.float64)
 
     def finish(self, integrals: torch.Tensor, squares: torch.Tensor | None) -> PathIntegrals:
         x, n, n_baselines = self.x, self.n_samples, self.n_baselines
