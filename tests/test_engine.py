@@ -332,3 +332,13 @@ def test_first_layer_shortcut_in_per_sample_integrated_gradients(cnn):
         (gradient,) = torch.autograd.grad(cnn(point)[:, 1].sum(), point)
         expected += weight * gradient * x
     np.testing.assert_allclose(np.asarray(ig), expected.numpy(), rtol=0, atol=1e-12)
+
+
+def test_first_layer_shortcut_does_not_depend_on_the_chunks(mlp, regression_data):
+    # an MLP's own forward pass gives the same bits in any batch here; so must the shortcut, with paths cut
+    # anywhere by chunks (partial sums carried in node order, the layer's outputs computed in blocks of their own)
+    maps = [igcorr.IGC(mlp, chunk_points=size).attribute(regression_data, baselines=3, n_steps=9,
+                                                         method="riemann_middle", progress=False).maps
+            for size in (4, 13, 128)]
+    np.testing.assert_array_equal(maps[0], maps[1])
+    np.testing.assert_array_equal(maps[0], maps[2])

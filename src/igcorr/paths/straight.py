@@ -28,6 +28,10 @@ from igcorr.paths.quadrature import Rule
 from igcorr.paths.quadrature import rule as quadrature_rule
 
 
+#: rows of samples or baselines whose first-layer outputs are computed together (first-layer shortcut)
+_LAYER_BLOCK = 16
+
+
 @dataclass
 class StraightChunk(PathChunk):
     """Straight-path points: also each point's (sample, baseline) path, node and displacement x − b (P, D)
@@ -106,6 +110,8 @@ class StraightPath(Path):
         self.first_layer = first_layer if first_layer is not None and len(rule.nodes) > 1 else None
         #: per column, the (path, partial sum) of a path the last chunk ended inside (first-layer shortcut)
         self._carried: dict[int, tuple[int, torch.Tensor]] = {}
+        #: the first layer's outputs at blocks of samples and baselines, per kind (see _layer_outputs)
+        self._layer_cache: dict[str, dict[int, torch.Tensor]] = {}
 
     def chunks(self, next_size: Callable[[], int]) -> Iterator[StraightChunk]:
         x, n, n_baselines = self.x, self.n_samples, self.n_baselines
@@ -142,21 +148,42 @@ class StraightPath(Path):
     def _layer_points(self, path: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """Points of the given (sorted, consecutive) paths at ``alpha`` in the first layer's output space: its
         outputs at each path's start plus α times their change to the path's end (the layer's bias cancels)."""
-        layer, n_baselines = self.first_layer, self.n_baselines
-        first_path, last_path = int(path[0]), int(path[-1])
-        paths = torch.arange(first_path, last_path + 1, device=path.device)
-        first_sample = first_path // n_baselines
-        ends = layer.apply(self.x[first_sample:last_path // n_baselines + 1])[paths // n_baselines - first_sample]
-        if self.baselines.stride(0) == 0:  # baselines shared by every sample: each one's outputs once per chunk
-            used = torch.unique(paths % n_baselines)
-            outputs = torch.zeros(n_baselines, *ends.shape[1:], dtype=ends.dtype, device=ends.device)
-            outputs[used] = layer.apply(self.baselines[0, used])
-            starts = outputs[paths % n_baselines]
+        n_baselines = self.n_baselines
+        first_path = int(path[0])
+        paths = torch.arange(first_path, int(path[-1]) + 1, device=path.device)
+        ends = self._layer_outputs("sample", paths // n_baselines)
+        if self.baselines.stride(0) == 0:  # baselines shared by every sample
+            starts = self._layer_outputs("shared", paths % n_baselines)
         else:
-            starts = layer.apply(self.baselines[paths // n_baselines, paths % n_baselines])
+            starts = self._layer_outputs("start", paths)
         local = path - first_path
         changes = (ends - starts)[local]
         return starts[local] + alpha.reshape(-1, *[1] * (changes.ndim - 1)) * changes
+
+    def _layer_outputs(self, kind: str, rows: torch.Tensor) -> torch.Tensor:
+        """The first layer's outputs at the given rows of the samples ("sample"), of the shared baselines
+        ("shared") or of the paths' starts ("start").
+
+        They are computed in fixed blocks of rows, each once, whatever the chunks: a matrix product's rounding
+        may depend on how many rows it is given, and the integrals must not depend on where chunks are cut."""
+        cache = self._layer_cache.setdefault(kind, {})
+        total = {"sample": self.n_samples, "shared": self.n_baselines,
+                 "start": self.n_samples * self.n_baselines}[kind]
+        blocks = range(int(rows.min()) // _LAYER_BLOCK, int(rows.max()) // _LAYER_BLOCK + 1)
+        for block in [b for b in cache if b < blocks.start and kind != "shared"]:
+            del cache[block]  # chunks move forward: earlier blocks of samples and paths are done with
+        for block in blocks:
+            if block not in cache:
+                index = torch.arange(block * _LAYER_BLOCK, min((block + 1) * _LAYER_BLOCK, total), device=rows.device)
+                if kind == "sample":
+                    inputs = self.x[index]
+                elif kind == "shared":
+                    inputs = self.baselines[0, index]
+                else:
+                    inputs = self.baselines[index // self.n_baselines, index % self.n_baselines]
+                cache[block] = self.first_layer.apply(inputs)
+        outputs = torch.cat([cache[block] for block in blocks])
+        return outputs[rows - blocks.start * _LAYER_BLOCK]
 
     def evaluate(self, chunk: StraightChunk, targets: TargetFunction) -> Evaluation:
         points = chunk.points.requires_grad_(True)
@@ -196,10 +223,11 @@ class StraightPath(Path):
         pending: list[tuple[int, torch.Tensor]] = []
         for j, gradient in gradients:
             sums = torch.zeros(n_paths, gradient[0].numel(), dtype=gradient.dtype, device=gradient.device)
-            sums.index_add_(0, local, gradient.reshape(len(local), -1))
             carried = self._carried.pop(j, None)
             if carried is not None and carried[0] == first_path:
-                sums[0] += carried[1]
+                # the sum goes on in node order, so that it does not depend on where the chunks were cut
+                sums[0] = carried[1]
+            sums.index_add_(0, local, gradient.reshape(len(local), -1))
             if complete < n_paths:
                 self._carried[j] = (first_path + complete, sums[complete].clone())
             pending.append((j, sums[:complete]))
