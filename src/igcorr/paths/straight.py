@@ -255,8 +255,12 @@ class StraightPath(Path):
         predictions, baseline_predictions = self.predictions, self.baseline_predictions
         if not self.endpoint_scores and self.with_scores:
             pair_sample = torch.arange(n, device=x.device).repeat_interleave(n_baselines)
-            flat_scores = self.evaluate_scores(self.baselines.reshape(n * n_baselines, *x.shape[1:]),
-                                               take_rows(self.extras, pair_sample)).double()
+            if self.baselines.stride(0) == 0 and not self.extras:  # shared baselines: each one's scores once
+                shared = self.evaluate_scores(self.baselines[0], {}).double()
+                flat_scores = shared[torch.arange(n * n_baselines, device=x.device) % n_baselines]
+            else:
+                flat_scores = self.evaluate_scores(self.baselines.reshape(n * n_baselines, *x.shape[1:]),
+                                                   take_rows(self.extras, pair_sample)).double()
             input_scores = self.evaluate_scores(x, self.extras).double()
             if self.choice is not None:
                 flat_scores = flat_scores.gather(1, self.choice[pair_sample].unsqueeze(1))
