@@ -420,3 +420,29 @@ def test_igcorr_run_takes_a_map_tolerance(tmp_path, monkeypatch, capsys):
         assert chosen["method"] == "shifted" and chosen["n_steps"] == 6
     finally:
         sys.modules.pop("tolerance_study", None)
+
+
+def test_the_systematic_factor_and_its_uncertainty():
+    from types import SimpleNamespace
+
+    from igcorr.dataset.estimators import _Pilot
+
+    pilot = _Pilot.__new__(_Pilot)
+    pilot.n_samples = 128
+    generator = torch.Generator().manual_seed(0)
+    # 16 rows of independent errors on a large map: the factor is 1 in truth; its estimate is noisy, and one
+    # standard error below it reaches 1
+    independent = torch.randn(16, 5000, dtype=torch.float64, generator=generator)
+    value, error = pilot.systematic_factor([SimpleNamespace(midpoint_errors=independent)], with_error=True)
+    assert value >= 1.0 and error >= 0 and value - error <= 1.5
+    # a small common part (a hundredth of each row's squared error): the truth is (N·0.01 + 1) / 1.01 = 2.26;
+    # the estimate from 16 of 128 samples is within a few standard errors of it
+    mixed = independent + 0.1 * torch.randn(1, 5000, dtype=torch.float64, generator=generator)
+    value, error = pilot.systematic_factor([SimpleNamespace(midpoint_errors=mixed)], with_error=True)
+    assert error > 0 and abs(value - (128 * 0.01 + 1) / 1.01) <= 3 * error
+    # the same error in every row: nothing cancels, the map's error is N times one sample's, so the factor is N
+    shared = torch.randn(1, 5000, dtype=torch.float64, generator=generator)
+    same = shared + 0.01 * torch.randn(16, 5000, dtype=torch.float64, generator=generator)
+    value, error = pilot.systematic_factor([SimpleNamespace(midpoint_errors=same)], with_error=True)
+    assert value == pytest.approx(128, rel=0.01) and error < 0.05 * value
+    assert pilot.systematic_factor([SimpleNamespace(midpoint_errors=None)], with_error=True) == (np.inf, np.inf)
