@@ -7,7 +7,8 @@ factor each gradient is multiplied by (the path's displacement, or a layer's Jac
 integrator takes the vector-Jacobian products of every attributed column with the chunk's quadrature weights
 as cotangent, multiplies, and accumulates per sample in float64. Everything that is the same for every
 path lives here: chunk sizes from the memory budget, the timing of the first chunks to pick the fastest chunk
-size and output strategy (:class:`~igcorr.paths.budget.ChunkTuning`), the linear-readout shortcut, the
+size and output strategy (:class:`~igcorr.paths.budget.ChunkTuning`), the linear-readout shortcut and the
+first layer that straight paths may be integrated through (:class:`~igcorr.model.FirstLayer`), the
 batched-cotangent strategy, the finiteness check and the float64 accumulation.
 
 An integrator belongs to one call: it is configured for the data and outputs of that call, so a chunk size
