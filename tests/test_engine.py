@@ -313,6 +313,21 @@ def test_first_layer_shortcut_only_where_the_input_goes_through_it_alone(mlp, re
         igcorr.IGC(computed_first, first_layer="1").attribute((x, y), n_steps=4, progress=False)
     with pytest.raises(InputError, match="first_layer must be"):
         igcorr.IGC(mlp, first_layer=3)
+    # a subclass of nn.Linear may compute more than its weight (a low-rank adapter here): not used
+    adapted = nn.Sequential(LowRankLinear(6, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    assert igcorr.IGC(adapted).attribute((x, y), n_steps=4, progress=False).metadata["engine"]["first_layer"] is None
+
+
+class LowRankLinear(nn.Linear):
+    """A linear layer plus a low-rank term of its own, like a fine-tuning adapter."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features)
+        self.down = nn.Parameter(torch.randn(in_features, 2))
+        self.up = nn.Parameter(torch.randn(2, out_features))
+
+    def forward(self, x):
+        return super().forward(x) + x @ self.down @ self.up
 
 
 def test_first_layer_shortcut_in_per_sample_integrated_gradients(cnn):

@@ -83,6 +83,7 @@ class Readout:
 
 
 #: layer types the first-layer shortcut integrates through: affine maps whose transpose igcorr applies itself
+#: (these exact types: a subclass may compute more than its weight says, e.g. a low-rank adapter)
 FIRST_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_INPUT_GRADIENTS = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input, 3: torch.nn.grad.conv3d_input}
 
@@ -154,9 +155,9 @@ class FirstLayer:
 
 def _first_layer_padding(layer: nn.Module) -> tuple[int, ...] | None:
     """A layer's zero padding per side if the shortcut can transpose it (() for linear layers), else None."""
-    if isinstance(layer, nn.Linear):
+    if type(layer) is nn.Linear:
         return ()
-    if not isinstance(layer, FIRST_LAYER_TYPES) or layer.padding_mode != "zeros":
+    if type(layer) not in FIRST_LAYER_TYPES or layer.padding_mode != "zeros":
         return None
     if not isinstance(layer.padding, str):
         return tuple(int(p) for p in layer.padding)
@@ -551,7 +552,7 @@ class ModelAdapter:
                 return refuse("the module given is not part of the model")
             candidates = {names[0]: request}
         else:
-            candidates = {name: sub for name, sub in module.named_modules() if isinstance(sub, FIRST_LAYER_TYPES)}
+            candidates = {name: sub for name, sub in module.named_modules() if type(sub) in FIRST_LAYER_TYPES}
         if not candidates:
             return None
         probe = x[:2].clone()
@@ -574,7 +575,8 @@ class ModelAdapter:
         name, layer, out = reading[0]
         padding = _first_layer_padding(layer)
         if padding is None:
-            return refuse(f"{name!r} is not an nn.Linear or a zero-padded convolution")
+            return refuse(f"{name!r} is not an nn.Linear or a zero-padded convolution (subclasses are not used: "
+                          "they may compute more than their weight)")
         if sum(1 for _, called, _, _ in calls if called is layer) != 1 or not isinstance(out, torch.Tensor):
             return refuse(f"{name!r} runs more than once per forward pass")
         seen = next(seen for called_name, _, seen, _ in calls if called_name == name)
