@@ -357,3 +357,69 @@ def test_first_layer_shortcut_does_not_depend_on_the_chunks(mlp, regression_data
             for size in (4, 13, 128)]
     np.testing.assert_array_equal(maps[0], maps[1])
     np.testing.assert_array_equal(maps[0], maps[2])
+
+
+class PaddedSequence(nn.Module):
+    """Time steps of zeros are padding: the model reads its input through a comparison as well."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(8)
+        self.embed = nn.Linear(3, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        padding = (x == 0).all(dim=-1, keepdim=True)
+        return self.head(torch.tanh(self.embed(x)).masked_fill(padding, 0.0).mean(dim=1))
+
+
+class PerStep(nn.Module):
+    """One linear layer applied to every time step: its rows are not the samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(9)
+        self.step = nn.Linear(3, 4)
+        self.head = nn.Linear(20, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.step(x.view(-1, 3))).view(len(x), -1))
+
+
+class Checkpointed(nn.Module):
+    """The whole network under activation checkpointing: the first layer runs again during the backward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(10)
+        self.block = nn.Sequential(nn.Linear(15, 4), nn.Tanh(), nn.Linear(4, 2))
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(self.block, x.flatten(1), use_reentrant=False)
+
+
+def test_first_layer_shortcut_is_refused_where_it_would_not_be_exact():
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(8, 5, 3, dtype=torch.float64, generator=generator)
+    x[:, 3:] = 0.0  # two padded steps per sequence
+    y = torch.randn(8, 2, dtype=torch.float64, generator=generator)
+    clamped = nn.Sequential(nn.Flatten(), nn.Linear(15, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    clamped[1].register_forward_hook(lambda _module, _inputs, out: out.clamp(-0.3, 0.3))
+    for model in (PaddedSequence(), PerStep(), Checkpointed(), clamped):
+        model = model.double().eval()
+        result = igcorr.IGC(model).attribute((x, y), n_steps=8, progress=False)
+        direct = igcorr.IGC(model, first_layer=False).attribute((x, y), n_steps=8, progress=False)
+        assert result.metadata["engine"]["first_layer"] is None, type(model).__name__
+        np.testing.assert_array_equal(result.maps, direct.maps)
+
+
+def test_first_layer_shortcut_with_an_in_place_activation_after_it():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(),
+                          nn.Linear(75, 2)).double().eval()
+    x = torch.randn(6, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    through = igcorr.IntegratedGradients(model).attribute(x, target=1, n_steps=8)
+    direct = igcorr.IntegratedGradients(model, first_layer=False).attribute(x, target=1, n_steps=8)
+    assert igcorr.IntegratedGradients(model).adapter.find_first_layer(x) is not None
+    np.testing.assert_allclose(np.asarray(through), np.asarray(direct), rtol=0, atol=1e-12)

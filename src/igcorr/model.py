@@ -140,17 +140,15 @@ class FirstLayer:
 
     @contextlib.contextmanager
     def substituted(self, outputs: torch.Tensor) -> Iterator[None]:
-        """Within the block the layer returns ``outputs``, whatever it is given (its forward is skipped)."""
+        """Within the block the layer returns (a copy of) ``outputs``, whatever it is given (its forward is
+        skipped). A copy, so that an in-place operation after the layer (``ReLU(inplace=True)``) does not
+        touch ``outputs``, the tensor the gradients are taken with respect to."""
         layer = self.layer
-        own_forward = layer.__dict__.get("forward")
-        layer.forward = lambda *_args, **_kwargs: outputs
+        layer.forward = lambda *_args, **_kwargs: outputs.clone()
         try:
             yield
         finally:
-            if own_forward is None:
-                del layer.forward
-            else:
-                layer.forward = own_forward
+            del layer.forward
 
 
 def _first_layer_padding(layer: nn.Module) -> tuple[int, ...] | None:
@@ -521,12 +519,15 @@ class ModelAdapter:
     def find_first_layer(self, x: torch.Tensor, extras: Extras | None = None) -> FirstLayer | None:
         """The affine first layer to integrate straight paths through (see :class:`FirstLayer`), or None.
 
-        Usable when an ``nn.Linear`` or a zero-padded ``nn.Conv1d/2d/3d`` reads the model's input itself (a
-        flattening or reshaping view of it, nothing computed before it), runs once per forward pass, and
-        nothing else reads the input: checked on two samples by giving the model an input of NaN with the
-        layer's true outputs substituted, which must leave the scores unchanged. Not under ``torch.compile``
-        or autocast. "auto" detects such a layer; a name or module asks for it (and errors if it cannot be
-        used); False disables the shortcut.
+        Usable when an ``nn.Linear`` or a zero-padded ``nn.Conv1d/2d/3d`` (those exact types, without forward
+        hooks or a patched forward) reads the model's input itself (the input or a reshaping view of it, one
+        row per sample, nothing computed before it), runs once per forward pass, and nothing else reads the
+        input. The last is checked on two samples: with the layer's true outputs substituted, inputs of NaN,
+        of zeros and of the other sample must give the same scores and the same gradients with respect to the
+        layer's outputs as the true inputs (a read elsewhere, a comparison such as ``x == 0``, a branch on the
+        input's values or a recomputation of the layer during the backward pass would change one of them).
+        Not under ``torch.compile`` or autocast. "auto" detects such a layer; a name or module asks for it (and
+        errors if it cannot be used); False disables the shortcut.
         """
         request = self.first_layer_request
         module = self.module
@@ -555,41 +556,82 @@ class ModelAdapter:
             candidates = {name: sub for name, sub in module.named_modules() if type(sub) in FIRST_LAYER_TYPES}
         if not candidates:
             return None
-        probe = x[:2].clone()
+        probe = x[:2].clone(memory_format=torch.contiguous_format)
         probe_extras = take_rows(extras, slice(0, 2))
         calls: list[tuple[str, nn.Module, Any, Any]] = []
-        handles = [sub.register_forward_hook(
-            lambda m, inputs, out, name=name: calls.append((name, m, inputs[0] if inputs else None, out)))
-            for name, sub in candidates.items()]
+
+        def record(layer: nn.Module, inputs: tuple, out: Any, name: str) -> None:
+            seen = inputs[0] if inputs else None
+            calls.append((name, layer, seen, out.clone() if isinstance(out, torch.Tensor) else out))
+
+        handles = [sub.register_forward_hook(lambda m, i, o, name=name: record(m, i, o, name))
+                   for name, sub in candidates.items()]
         try:
             with torch.no_grad():
                 reference = self.scores(probe, extras=probe_extras)
         finally:
             for handle in handles:
                 handle.remove()
-        reading = [(name, layer, out) for name, layer, seen, out in calls
+        reading = [(name, layer, seen, out) for name, layer, seen, out in calls
                    if isinstance(seen, torch.Tensor) and seen.data_ptr() == probe.data_ptr()
-                   and seen.is_contiguous() and seen.numel() == probe.numel() and seen.dtype == probe.dtype]
+                   and seen.is_contiguous() and seen.numel() == probe.numel() and seen.dtype == probe.dtype
+                   and seen.ndim > 0 and seen.shape[0] == len(probe)]
         if not reading:
-            return refuse("no linear or convolution layer reads the model's input directly")
-        name, layer, out = reading[0]
+            return refuse("no linear or convolution layer reads the model's input directly, one row per sample")
+        name, layer, seen, out = reading[0]
         padding = _first_layer_padding(layer)
         if padding is None:
             return refuse(f"{name!r} is not an nn.Linear or a zero-padded convolution (subclasses are not used: "
                           "they may compute more than their weight)")
-        if sum(1 for _, called, _, _ in calls if called is layer) != 1 or not isinstance(out, torch.Tensor):
-            return refuse(f"{name!r} runs more than once per forward pass")
-        seen = next(seen for called_name, _, seen, _ in calls if called_name == name)
+        if (layer._forward_hooks or layer._forward_pre_hooks or "forward" in layer.__dict__
+                or layer.weight.device.type == "meta"):
+            return refuse(f"{name!r} has forward hooks, a replaced forward or weights not in memory")
+        if (sum(1 for _, called, _, _ in calls if called is layer) != 1 or not isinstance(out, torch.Tensor)
+                or out.ndim == 0 or out.shape[0] != len(probe)):
+            return refuse(f"{name!r} runs more than once per forward pass, or not once per sample")
         shortcut = FirstLayer(layer, name, tuple(seen.shape[1:]), tuple(out.shape[1:]), padding)
-        try:
-            with torch.no_grad(), shortcut.substituted(out):
-                substituted = self.scores(torch.full_like(probe, float("nan")), extras=probe_extras)
-        except Exception:  # a model that checks its input, for instance: it reads more than the layer does
-            return refuse(f"the model reads its input elsewhere than in {name!r}")
-        scale = float(reference.abs().max()) if reference.numel() else 0.0
-        if not (np.isfinite(scale) and torch.allclose(substituted, reference, rtol=1e-6, atol=1e-6 * scale)):
+        if not self._reads_only_through(shortcut, out, probe, reference, probe_extras):
             return refuse(f"the model reads its input elsewhere than in {name!r}")
         return shortcut
+
+    def _reads_only_through(self, shortcut: FirstLayer, layer_outputs: torch.Tensor, probe: torch.Tensor,
+                            reference: torch.Tensor, extras: Extras) -> bool:
+        """Whether the scores and their gradients with respect to the layer's (substituted) outputs stay the same
+        whatever else the model is given as input (see :meth:`find_first_layer`). The model's buffers are
+        restored afterwards, in case a forward pass on NaN changed them."""
+        module = self.module
+        saved = [(buffer, buffer.clone()) for buffer in module.buffers()] if module is not None else []
+        generator = torch.Generator().manual_seed(0)
+        mixing = torch.randn(reference.shape[1], generator=generator, dtype=torch.float64).to(reference)
+
+        def through_layer(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            outputs = layer_outputs.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                with shortcut.substituted(outputs):
+                    scores = self.scores(inputs, extras=extras)
+                # outside the substitution, as in a run: a layer recomputed during the backward pass would show
+                (gradient,) = torch.autograd.grad((scores * mixing).sum(), outputs, allow_unused=True)
+            return scores.detach(), torch.zeros_like(outputs) if gradient is None else gradient
+
+        def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+            scale = float(b.abs().max()) if b.numel() else 0.0
+            return bool(np.isfinite(scale) and torch.allclose(a, b, rtol=1e-5, atol=1e-6 * scale + 1e-30))
+
+        try:
+            true_scores, true_gradient = through_layer(probe)
+            if not same(true_scores, reference):
+                return False
+            for placeholder in (torch.full_like(probe, float("nan")), torch.zeros_like(probe), probe.flip(0)):
+                scores, gradient = through_layer(placeholder)
+                if not (same(scores, true_scores) and same(gradient, true_gradient)):
+                    return False
+            return True
+        except Exception:  # a model that checks its input, for instance: it reads more than the layer does
+            return False
+        finally:
+            with torch.no_grad():
+                for buffer, value in saved:
+                    buffer.copy_(value)
 
     def require_hooks(self, feature: str, instead: str) -> None:
         """Refuse a feature that needs forward hooks on a TorchScript model, saying what to use instead."""

@@ -49,11 +49,13 @@ class PerSampleMethod:
     %(model)s
     %(score)s
     %(output)s
+    first_layer : "auto", False, str or nn.Module
+        The first-layer shortcut of straight paths (see ``igcorr.IGC``); False switches it off.
     """
 
     def __init__(self, model: Callable[..., torch.Tensor], score: ScoreLike = None, *,
-                 output: OutputSelector = None) -> None:
-        self.adapter = ModelAdapter(model, score, output=output)
+                 output: OutputSelector = None, first_layer: Any = "auto") -> None:
+        self.adapter = ModelAdapter(model, score, output=output, first_layer=first_layer)
 
     @contextlib.contextmanager
     def _prepared(self, inputs: Any, target: Any, *, chunk_points: int | None = None,

@@ -27,6 +27,8 @@ class IntegratedGradients(PerSampleMethod):
     %(model)s
     %(score)s
     %(output)s
+    first_layer : "auto", False, str or nn.Module
+        The first-layer shortcut (exact; see ``igcorr.IGC`` and the many-outputs guide); False switches it off.
     """
 
     @fill_doc

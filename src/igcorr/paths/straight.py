@@ -30,6 +30,10 @@ from igcorr.paths.quadrature import rule as quadrature_rule
 
 #: rows of samples or baselines whose first-layer outputs are computed together (first-layer shortcut)
 _LAYER_BLOCK = 16
+#: bytes of the shared baselines' first-layer outputs kept for a whole batch (beyond it, recomputed per chunk)
+_SHARED_LAYER_CACHE = 64 * 2**20
+#: most nodes per path whose gradients are summed in the model's own dtype behind a first layer
+_FLOAT32_SUM_NODES = 64
 
 
 @dataclass
@@ -112,6 +116,10 @@ class StraightPath(Path):
         self._carried: dict[int, tuple[int, torch.Tensor]] = {}
         #: the first layer's outputs at blocks of samples and baselines, per kind (see _layer_outputs)
         self._layer_cache: dict[str, dict[int, torch.Tensor]] = {}
+        # a path's gradients are summed in the model's dtype up to 64 nodes (rounding like the gradients' own;
+        # float64 sums cost a conversion of every gradient, about 15 % of the run on the speed benchmark's CNN), in
+        # float64 beyond (the error of a float32 sum grows with its length)
+        self._sum_dtype = x.dtype if len(rule.nodes) <= _FLOAT32_SUM_NODES else torch.float64
 
     def chunks(self, next_size: Callable[[], int]) -> Iterator[StraightChunk]:
         x, n, n_baselines = self.x, self.n_samples, self.n_baselines
@@ -164,14 +172,22 @@ class StraightPath(Path):
         """The first layer's outputs at the given rows of the samples ("sample"), of the shared baselines
         ("shared") or of the paths' starts ("start").
 
-        They are computed in fixed blocks of rows, each once, whatever the chunks: a matrix product's rounding
-        may depend on how many rows it is given, and the integrals must not depend on where chunks are cut."""
+        They are computed in fixed blocks of rows, whatever the chunks: a matrix product's rounding may depend
+        on how many rows it is given, and the integrals must not depend on where chunks are cut. Only the
+        blocks the chunk needs are kept, except that the shared baselines' outputs stay while they take at most
+        ``_SHARED_LAYER_CACHE`` bytes (chunks move forward through samples and paths, but cycle through the
+        baselines)."""
         cache = self._layer_cache.setdefault(kind, {})
         total = {"sample": self.n_samples, "shared": self.n_baselines,
                  "start": self.n_samples * self.n_baselines}[kind]
-        blocks = range(int(rows.min()) // _LAYER_BLOCK, int(rows.max()) // _LAYER_BLOCK + 1)
-        for block in [b for b in cache if b < blocks.start and kind != "shared"]:
-            del cache[block]  # chunks move forward: earlier blocks of samples and paths are done with
+        blocks = torch.unique(rows // _LAYER_BLOCK).tolist()
+        keep = set(blocks)
+        if kind == "shared" and cache:
+            row_bytes = next(iter(cache.values()))[0].numel() * next(iter(cache.values())).element_size()
+            if total * row_bytes <= _SHARED_LAYER_CACHE:
+                keep = set(cache) | keep
+        for block in [b for b in cache if b not in keep]:
+            del cache[block]
         for block in blocks:
             if block not in cache:
                 index = torch.arange(block * _LAYER_BLOCK, min((block + 1) * _LAYER_BLOCK, total), device=rows.device)
@@ -182,8 +198,13 @@ class StraightPath(Path):
                 else:
                     inputs = self.baselines[index // self.n_baselines, index % self.n_baselines]
                 cache[block] = self.first_layer.apply(inputs)
-        outputs = torch.cat([cache[block] for block in blocks])
-        return outputs[rows - blocks.start * _LAYER_BLOCK]
+        # row r of block b sits at (rows of the blocks before b) + r − b·block in the concatenation
+        shift = torch.zeros(blocks[-1] + 1, dtype=torch.long, device=rows.device)
+        position = 0
+        for block in blocks:
+            shift[block] = position - block * _LAYER_BLOCK
+            position += len(cache[block])
+        return torch.cat([cache[block] for block in blocks])[rows + shift[rows // _LAYER_BLOCK]]
 
     def evaluate(self, chunk: StraightChunk, targets: TargetFunction) -> Evaluation:
         points = chunk.points.requires_grad_(True)
@@ -222,12 +243,12 @@ class StraightPath(Path):
         # back through the layer together, at most a chunk's worth of rows at a time
         pending: list[tuple[int, torch.Tensor]] = []
         for j, gradient in gradients:
-            sums = torch.zeros(n_paths, gradient[0].numel(), dtype=gradient.dtype, device=gradient.device)
+            sums = torch.zeros(n_paths, gradient[0].numel(), dtype=self._sum_dtype, device=gradient.device)
             carried = self._carried.pop(j, None)
             if carried is not None and carried[0] == first_path:
                 # the sum goes on in node order, so that it does not depend on where the chunks were cut
                 sums[0] = carried[1]
-            sums.index_add_(0, local, gradient.reshape(len(local), -1))
+            sums.index_add_(0, local, gradient.reshape(len(local), -1).to(self._sum_dtype))
             if complete < n_paths:
                 self._carried[j] = (first_path + complete, sums[complete].clone())
             pending.append((j, sums[:complete]))
@@ -246,7 +267,7 @@ class StraightPath(Path):
             for j, _ in pending:
                 yield j, samples, torch.zeros(0, deltas.shape[1], dtype=torch.float64, device=deltas.device)
             return
-        pulled = self.first_layer.pullback(torch.cat([sums for _, sums in pending]))
+        pulled = self.first_layer.pullback(torch.cat([sums for _, sums in pending]).to(deltas.dtype))
         for (j, _), rows in zip(pending, pulled.split(len(samples))):
             yield j, samples, (rows * deltas).to(torch.float64)
 
