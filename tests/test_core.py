@@ -68,7 +68,7 @@ def test_monte_carlo_draws_are_refused_up_front_when_one_sample_exceeds_the_budg
     with pytest.raises(InputError, match="max_memory"):
         igcorr.IGC(counting, max_memory=16 * 2**20).attribute(data, estimator="montecarlo", n_steps=200_000,
                                                                baselines=4, progress=False)
-    assert sum(calls) <= 16  # only the probes of the first samples ran, no path point
+    assert sum(calls) <= 32  # only the probes of the first samples ran (outputs, readout, first layer), no path point
 
 
 def _imports(path: Path) -> set[str]:
