@@ -187,6 +187,14 @@ def named_submodule(model: Any, name: str, what: str) -> nn.Module:
     return named[name]
 
 
+def submodule_name(model: nn.Module, module: nn.Module, what: str) -> str:
+    """The name of ``module`` in ``model`` (its first in ``named_modules()``), with a clear error if absent."""
+    for name, sub in model.named_modules():
+        if sub is module:
+            return name
+    raise InputError(f"the {what} module given is not part of the model")
+
+
 def resolve_outputs(outputs: int | Sequence[int] | None, n_model_outputs: int) -> list[int]:
     """Validate the ``outputs`` argument against the model's number of scores; returns a list of indices."""
     if outputs is None:
@@ -490,10 +498,7 @@ class ModelAdapter:
                 raise InputError(f"readout {request!r} is not an nn.Linear of the model; its linear layers: {linear}")
             candidates = {request: named[request]}
         elif isinstance(request, nn.Linear):
-            names = [name for name, sub in named.items() if sub is request]
-            if not names:
-                raise InputError("the readout module given is not part of the model")
-            candidates = {names[0]: request}
+            candidates = {submodule_name(module, request, "readout"): request}
         else:
             candidates = {name: sub for name, sub in named.items() if isinstance(sub, nn.Linear)}
         if not candidates:
@@ -548,10 +553,7 @@ class ModelAdapter:
         if isinstance(request, str) and request != "auto":
             candidates = {request: named_submodule(module, request, "first layer")}
         elif isinstance(request, nn.Module):
-            names = [name for name, sub in module.named_modules() if sub is request]
-            if not names:
-                return refuse("the module given is not part of the model")
-            candidates = {names[0]: request}
+            candidates = {submodule_name(module, request, "first-layer"): request}
         else:
             candidates = {name: sub for name, sub in module.named_modules() if type(sub) in FIRST_LAYER_TYPES}
         if not candidates:

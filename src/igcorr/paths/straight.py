@@ -125,7 +125,8 @@ class StraightPath(Path):
         x, n, n_baselines = self.x, self.n_samples, self.n_baselines
         n_steps = len(self.alphas)
         flat_x = x.reshape(n, -1)
-        flat_baselines = self.baselines.reshape(n * n_baselines, -1)
+        # (a copy when the baselines are shared, i.e. expanded: only made when points are placed in input space)
+        flat_baselines = self.baselines.reshape(n * n_baselines, -1) if self.first_layer is None else None
         flat_alphas = (self.path_alphas.reshape(-1).to(dtype=x.dtype, device=x.device)
                        if self.path_alphas is not None else None)
         flat_nodes = (self.path_nodes.reshape(-1).to(dtype=x.dtype, device=x.device)
